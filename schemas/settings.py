@@ -1,0 +1,124 @@
+"""The one typed settings object, read from the environment and `.env` with the ecosystem's names."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///hookfleet.db"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# How users paste a database URL -> the SQLAlchemy driver we run it on.
+_SYNC_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+}
+_ASYNC_DRIVERS = {"postgresql+psycopg": "postgresql+psycopg", "sqlite": "sqlite+aiosqlite"}
+
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+
+
+def normalize_database_url(url: str) -> str:
+    """Map `postgres://`, `postgresql://` and `sqlite:///` to the drivers we ship (psycopg 3, sqlite3)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"DATABASE_URL has no scheme: {url.split('@')[-1]!r}")
+    driver = _SYNC_DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(
+            f"DATABASE_URL scheme {scheme!r} is not supported; use postgresql://... or sqlite:///..."
+        )
+    return f"{driver}://{rest}"
+
+
+def _split_secrets(value: Any) -> Any:
+    """Several secrets may be active at once (rotation): comma-separated in one variable."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Read once at each entry point (gateway, worker, CLI) and passed down explicitly."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    # CELERY_BROKER_URL, for a broker other than REDIS_URL (RabbitMQ, say).
+    broker_url: str | None = Field(default=None, validation_alias="CELERY_BROKER_URL")
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretList = ()
+    stripe_webhook_tolerance_seconds: int = 300
+    stripe_api_base: str = "https://api.stripe.com"
+    # Stripe price id -> membership tier, e.g. {"price_123": "member", "price_456": "patron"}.
+    stripe_price_tiers: dict[str, str] = Field(default_factory=dict)
+    default_tier: str = "member"
+
+    max_body_bytes: int = 256 * 1024
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    flower_port: int = 5555
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    # Redis visibility timeout must outlive the longest task hard time limit (see workers.queues).
+    task_default_time_limit: int = 300
+    broker_visibility_timeout: int = 3600
+    enqueue_timeout_seconds: float = 2.0
+
+    log_level: str = "INFO"
+    log_json: bool | None = None
+
+    @field_validator("stripe_webhook_secret", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_secrets(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("broker_visibility_timeout")
+    @classmethod
+    def _visibility_outlives_tasks(cls, value: int, info: Any) -> int:
+        limit = info.data.get("task_default_time_limit", 0)
+        if value <= limit:
+            raise ValueError(
+                f"BROKER_VISIBILITY_TIMEOUT ({value}s) must exceed TASK_DEFAULT_TIME_LIMIT ({limit}s)"
+            )
+        return value
+
+    @cached_property
+    def async_database_url(self) -> str:
+        """The same database through the async driver the gateway uses."""
+        scheme, _, rest = self.database_url.partition("://")
+        return f"{_ASYNC_DRIVERS[scheme]}://{rest}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def webhook_secrets(self, provider: str) -> tuple[SecretStr, ...]:
+        """The inbound secrets configured for `provider`; empty means the provider is disabled."""
+        secrets: dict[str, tuple[SecretStr, ...]] = {"stripe": self.stripe_webhook_secret}
+        return secrets.get(provider, ())
+
+    def enabled_providers(self) -> frozenset[str]:
+        return frozenset(name for name in ("stripe",) if self.webhook_secrets(name))

@@ -1,0 +1,60 @@
+"""process_event: parse a stored webhook and fan it out to the tasks its type needs.
+
+DISPATCH is the one table of what happens for each event. A type a provider module accepts but that is
+absent here is stored and marked `ignored`; tests hold the two lists together.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from schemas.db import session_scope
+from schemas.stripe_events import StripeEvent
+from schemas.tables import InboxStatus, utcnow
+from tasks import inbox
+from workers import runtime
+from workers.base_task import GatewayTask
+from workers.celery_app import app
+from workers.logging import get_logger
+
+log = get_logger(__name__)
+
+DISPATCH: dict[tuple[str, str], tuple[str, ...]] = {
+    ("stripe", "checkout.session.completed"): ("tasks.lifecycle.complete_checkout",),
+    ("stripe", "customer.subscription.created"): ("tasks.lifecycle.sync_subscription",),
+    ("stripe", "customer.subscription.updated"): ("tasks.lifecycle.sync_subscription",),
+    ("stripe", "customer.subscription.deleted"): ("tasks.lifecycle.sync_subscription",),
+    ("stripe", "invoice.paid"): ("tasks.lifecycle.record_invoice_paid",),
+    ("stripe", "invoice.payment_failed"): ("tasks.lifecycle.record_payment_failed",),
+}
+
+# The envelope each provider's body must parse into before anything runs on it.
+ENVELOPES: dict[str, type[BaseModel]] = {"stripe": StripeEvent}
+
+
+def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
+    """Validate the stored body and return the task names to send; none when already done."""
+    row = inbox.get(session, inbox_id)
+    if row.status in inbox.DONE:
+        log.info("event.already_done", status=row.status)
+        return ()
+    ENVELOPES[row.provider].model_validate_json(row.body)
+    row.attempts += 1
+    names = DISPATCH.get((row.provider, row.event_type), ())
+    if names:
+        row.status = InboxStatus.DISPATCHED
+    else:
+        row.status, row.processed_at = InboxStatus.IGNORED, utcnow()
+    log.info("event.routed", event_type=row.event_type, tasks=list(names))
+    return names
+
+
+@app.task(name="tasks.dispatch.process_event", base=GatewayTask)
+def process_event(inbox_id: int) -> list[str]:
+    with session_scope(runtime.sessions()) as session:
+        names = route_event(session, inbox_id)
+    # Sent after commit; a redelivered process_event sends again, and the handlers are idempotent.
+    for name in names:
+        app.send_task(name, args=[inbox_id])
+    return list(names)
