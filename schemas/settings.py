@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
@@ -101,7 +100,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @cached_property
+    @property
     def async_database_url(self) -> str:
         """The same database through the async driver the gateway uses."""
         scheme, _, rest = self.database_url.partition("://")

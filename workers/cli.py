@@ -75,3 +75,7 @@ def send_stripe(
     click.echo(response.text)
     if response.status_code >= 300:
         raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Shared fixtures: services up, a PostgreSQL database of this run's own, settings built from literals."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from schemas.db import make_engine
+from schemas.migrate import upgrade
+from schemas.settings import Settings
+
+ROOT = Path(__file__).parents[1]
+SHARED_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+STRIPE_SECRET = "whsec_test_current_4eC39HqLyjWDarjtT1zdp7dc"
+STRIPE_OLD_SECRET = "whsec_test_rotated_out_9f8e7d6c5b4a39281706"
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    """PostgreSQL and Redis answer on 127.0.0.1 (started here when they do not)."""
+    subprocess.run(["bash", str(ROOT / "tests/support/ensure-services.sh")], check=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(services: None) -> Iterator[str]:
+    """A database of this test run's own on the shared server, migrated, dropped at the end."""
+    name = f"hookfleet_test_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{SHARED_POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{SHARED_POSTGRES}/{name}"
+    upgrade(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    yield url
+    with psycopg.connect(f"{SHARED_POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings from literals only; no test reads or mutates the environment or a .env file."""
+    values: dict[str, object] = {
+        "stripe_webhook_secret": (SecretStr(STRIPE_SECRET), SecretStr(STRIPE_OLD_SECRET)),
+        "stripe_price_tiers": {"price_FixturePriceMember1": "member", "price_Patron": "patron"},
+        "log_json": True,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
+
+
+@pytest.fixture(scope="session")
+def pg_settings(database_url: str) -> Settings:
+    return make_settings(database_url=database_url)
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(pg_settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_session(pg_engine: Engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back: each test sees only its own writes."""
+    with pg_engine.connect() as connection:
+        transaction = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
+            transaction.rollback()

@@ -1,0 +1,187 @@
+"""The path of one Stripe event on real parts: HTTP gateway, PostgreSQL inbox, Redis, Celery worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from schemas.tables import AuditEntry, InboxStatus, Member, Membership, WebhookEvent
+from tests.conftest import STRIPE_OLD_SECRET, STRIPE_SECRET
+from tests.integration.conftest import Fleet
+from tests.signing import sign_stripe
+from tests.support.processes import wait_until
+from tests.support.stripe_fixtures import StripeCustomer, body_of
+
+pytestmark = pytest.mark.integration
+T0 = 1_763_800_000
+
+
+def _deliver(fleet: Fleet, event: dict[str, object], secret: str = STRIPE_SECRET) -> httpx.Response:
+    body = body_of(event)
+    return fleet.post_stripe(body, sign_stripe(body, secret=secret, at=datetime.now(UTC)))
+
+
+def _membership(engine: Engine, customer: str) -> Membership | None:
+    with Session(engine) as session:
+        return session.scalar(
+            select(Membership)
+            .join(Member, Member.id == Membership.member_id)
+            .where(Member.stripe_customer_id == customer)
+        )
+
+
+def _inbox(engine: Engine, event_id: str) -> list[WebhookEvent]:
+    with Session(engine) as session:
+        return list(session.scalars(select(WebhookEvent).where(WebhookEvent.event_id == event_id)))
+
+
+def _processed(engine: Engine, event_id: str) -> bool:
+    rows = _inbox(engine, event_id)
+    return bool(rows) and rows[0].status == InboxStatus.PROCESSED
+
+
+def test_signed_checkout_becomes_active_membership(fleet: Fleet, pg_engine: Engine) -> None:
+    who = StripeCustomer.new()
+    event = who.event("checkout.session.completed", created=T0)
+
+    response = _deliver(fleet, event)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "accepted"
+    assert response.json()["enqueued"] is True
+    wait_until(lambda: _processed(pg_engine, event["id"]), what="checkout processed")
+    membership = _membership(pg_engine, who.customer)
+    assert membership is not None
+    assert (membership.status, membership.tier) == ("active", "member")
+    assert membership.stripe_subscription_id == who.subscription
+    with pg_engine.connect() as connection:
+        member = connection.execute(
+            select(Member.email, Member.visible).where(Member.stripe_customer_id == who.customer)
+        ).one()
+    assert member == (who.email, True)
+    row = _inbox(pg_engine, event["id"])[0]
+    assert row.enqueued_at is not None and row.processed_at is not None
+    assert set(row.headers) == {"stripe-signature"}
+
+
+def test_delivery_signed_with_rotated_secret_is_accepted(fleet: Fleet, pg_engine: Engine) -> None:
+    event = StripeCustomer.new().event("checkout.session.completed", created=T0)
+
+    assert _deliver(fleet, event, secret=STRIPE_OLD_SECRET).status_code == 200
+    wait_until(lambda: _processed(pg_engine, event["id"]), what="processed")
+
+
+def test_same_event_delivered_five_times_is_processed_once(fleet: Fleet, pg_engine: Engine) -> None:
+    who = StripeCustomer.new()
+    event = who.event("checkout.session.completed", created=T0)
+
+    first = _deliver(fleet, event)
+    with ThreadPoolExecutor(4) as pool:
+        repeats = list(pool.map(lambda _: _deliver(fleet, event), range(4)))
+
+    assert first.json()["status"] == "accepted"
+    assert [r.json() for r in repeats] == [{"status": "duplicate"}] * 4
+    wait_until(lambda: _processed(pg_engine, event["id"]), what="processed")
+    assert len(_inbox(pg_engine, event["id"])) == 1
+    with pg_engine.connect() as connection:
+        applied = connection.scalar(
+            select(func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.detail["stripe_event_id"].as_string() == event["id"])
+        )
+    assert applied == 1
+
+
+def test_bad_signature_is_refused_and_stores_nothing(fleet: Fleet, pg_engine: Engine) -> None:
+    event = StripeCustomer.new().event("checkout.session.completed", created=T0)
+
+    response = _deliver(fleet, event, secret="whsec_not_ours")
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_signature", "reason": "mismatch"}
+    assert _inbox(pg_engine, event["id"]) == []
+
+
+def test_late_subscription_updated_does_not_resurrect_deleted(
+    fleet: Fleet, pg_engine: Engine
+) -> None:
+    who = StripeCustomer.new()
+    created = who.event("customer.subscription.created", created=T0)
+    deleted = who.event("customer.subscription.deleted", created=T0 + 100)
+    late_update = who.event("customer.subscription.updated", created=T0 + 50)
+
+    for event in (created, deleted):
+        assert _deliver(fleet, event).status_code == 200
+        wait_until(lambda e=event: _processed(pg_engine, e["id"]), what=event["type"])
+    assert _deliver(fleet, late_update).status_code == 200
+    wait_until(lambda: _processed(pg_engine, late_update["id"]), what="late update")
+
+    membership = _membership(pg_engine, who.customer)
+    assert membership is not None and membership.status == "canceled"
+    with pg_engine.connect() as connection:
+        skipped = connection.scalar(
+            select(AuditEntry.action).where(
+                AuditEntry.detail["stripe_event_id"].as_string() == late_update["id"]
+            )
+        )
+    assert skipped == "membership.stale_event"
+
+
+def test_payment_failure_then_paid_invoice_restores_active(fleet: Fleet, pg_engine: Engine) -> None:
+    who = StripeCustomer.new()
+    sequence = [
+        who.event("checkout.session.completed", created=T0),
+        who.event("invoice.payment_failed", created=T0 + 10),
+        who.event("invoice.paid", created=T0 + 20),
+    ]
+    statuses = []
+    for event in sequence:
+        assert _deliver(fleet, event).status_code == 200
+        wait_until(lambda e=event: _processed(pg_engine, e["id"]), what=event["type"])
+        membership = _membership(pg_engine, who.customer)
+        assert membership is not None
+        statuses.append(membership.status)
+
+    assert statuses == ["active", "past_due", "active"]
+
+
+def test_hookfleet_send_makes_a_member_appear(fleet: Fleet, pg_engine: Engine) -> None:
+    email = f"newcomer-{os.getpid()}@example.com"
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "send", "stripe", "checkout.session.completed",
+         "--email", email, "--url", f"{fleet.url}/webhooks/stripe"],
+        env={**os.environ, **fleet.env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"status":"accepted"' in result.stdout
+
+    def member_active() -> bool:
+        with pg_engine.connect() as connection:
+            status = connection.scalar(
+                select(Membership.status)
+                .join(Member, Member.id == Membership.member_id)
+                .where(Member.email == email)
+            )
+        return status == "active"
+
+    wait_until(member_active, what="the sent member to be active")
+
+
+def test_readyz_reports_database_and_broker(fleet: Fleet) -> None:
+    response = httpx.get(f"{fleet.url}/readyz", timeout=10)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"database": True, "broker": True}}

@@ -1,0 +1,74 @@
+"""process_event's routing: one table, a forward-only inbox status, invalid bodies refused."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from schemas.tables import InboxStatus, WebhookEvent
+from tasks.dispatch import DISPATCH, route_event
+from tasks.inbox import InboxRowMissingError
+from tests.support.stripe_fixtures import StripeCustomer, body_of
+
+
+def _stored(session: Session, event_type: str, body: bytes | None = None) -> WebhookEvent:
+    """An inbox row as the gateway leaves it: enqueued, with the recorded body of `event_type`."""
+    row = WebhookEvent(
+        provider="stripe",
+        event_id=f"evt_T{secrets.token_hex(8)}",
+        event_type=event_type,
+        body=body if body is not None else body_of(StripeCustomer.new().event(event_type)),
+        status=InboxStatus.ENQUEUED,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+_TYPES = {t for provider, t in DISPATCH if provider == "stripe"}
+
+
+@pytest.mark.parametrize("event_type", sorted(_TYPES))
+def test_handled_event_is_routed_to_its_tasks_and_marked_dispatched(
+    db_session: Session, event_type: str
+) -> None:
+    row = _stored(db_session, event_type)
+
+    names = route_event(db_session, row.id)
+
+    assert names == DISPATCH[("stripe", event_type)]
+    assert all(name.startswith("tasks.lifecycle.") for name in names)
+    assert (row.status, row.attempts) == (InboxStatus.DISPATCHED, 1)
+
+
+def test_event_type_without_handler_is_marked_ignored(db_session: Session) -> None:
+    event = StripeCustomer.new().event("invoice.paid")
+    event["type"] = "customer.discount.created"
+    row = _stored(db_session, "customer.discount.created", body_of(event))
+
+    assert route_event(db_session, row.id) == ()
+    assert row.status == InboxStatus.IGNORED
+    assert row.processed_at is not None
+
+
+def test_event_already_processed_is_not_routed_again(db_session: Session) -> None:
+    row = _stored(db_session, "invoice.paid")
+    row.status = InboxStatus.PROCESSED
+
+    assert route_event(db_session, row.id) == ()
+    assert row.status == InboxStatus.PROCESSED
+
+
+def test_body_that_is_not_a_stripe_event_is_refused(db_session: Session) -> None:
+    row = _stored(db_session, "invoice.paid", body=b'{"id": "evt_1", "type": "invoice.paid"}')
+
+    with pytest.raises(ValidationError):
+        route_event(db_session, row.id)
+
+
+def test_missing_inbox_row_is_a_permanent_error(db_session: Session) -> None:
+    with pytest.raises(InboxRowMissingError):
+        route_event(db_session, 987_654_321)
