@@ -56,7 +56,9 @@ def is_allowed(current: Status, new: Status, *, new_subscription: bool) -> bool:
     return new is current or new in TRANSITIONS[current]
 
 
-def is_stale(event_at: datetime, last_applied_at: datetime | None, *, leaves_canceled: bool) -> bool:
+def is_stale(
+    event_at: datetime, last_applied_at: datetime | None, *, leaves_canceled: bool
+) -> bool:
     """Stripe does not order deliveries: an event older than the applied state must not undo it.
 
     Stripe's `created` has one-second resolution, so events of the same second all apply, except

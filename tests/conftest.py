@@ -6,6 +6,7 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -36,21 +37,21 @@ def database_url(services: None) -> Iterator[str]:
     with psycopg.connect(f"{SHARED_POSTGRES}/postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = f"{SHARED_POSTGRES}/{name}"
-    upgrade(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    upgrade(Settings(_env_file=None, database_url=url))
     yield url
     with psycopg.connect(f"{SHARED_POSTGRES}/postgres", autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def make_settings(**overrides: object) -> Settings:
+def make_settings(**overrides: Any) -> Settings:
     """Settings from literals only; no test reads or mutates the environment or a .env file."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "stripe_webhook_secret": (SecretStr(STRIPE_SECRET), SecretStr(STRIPE_OLD_SECRET)),
         "stripe_price_tiers": {"price_FixturePriceMember1": "member", "price_Patron": "patron"},
         "log_json": True,
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture(scope="session")

@@ -82,7 +82,9 @@ def run_fleet() -> None:
     print(f"hookfleet gateway  {gateway}  (webhooks at {gateway}/webhooks/<provider>)")
     print(f"hookfleet flower   http://127.0.0.1:{settings.flower_port}")
     print(f"hookfleet database {settings.database_url.split('@')[-1]}")
-    print(f"hookfleet broker   {broker.scheme}://{broker.hostname}:{broker.port or 6379}{broker.path}")
+    print(
+        f"hookfleet broker   {broker.scheme}://{broker.hostname}:{broker.port or 6379}{broker.path}"
+    )
     for note in notes:
         print(f"hookfleet note     {note}")
     sys.stdout.flush()

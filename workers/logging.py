@@ -9,7 +9,9 @@ from typing import Any
 import structlog
 
 # Keys that must never reach a log line, whatever a caller binds.
-REDACTED_KEYS = frozenset({"body", "raw", "secret", "secrets", "authorization", "signature", "token"})
+REDACTED_KEYS = frozenset(
+    {"body", "raw", "secret", "secrets", "authorization", "signature", "token"}
+)
 
 
 def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -57,4 +59,4 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    return structlog.stdlib.get_logger(name)

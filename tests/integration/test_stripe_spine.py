@@ -7,6 +7,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 T0 = 1_763_800_000
 
 
-def _deliver(fleet: Fleet, event: dict[str, object], secret: str = STRIPE_SECRET) -> httpx.Response:
+def _deliver(fleet: Fleet, event: dict[str, Any], secret: str = STRIPE_SECRET) -> httpx.Response:
     body = body_of(event)
     return fleet.post_stripe(body, sign_stripe(body, secret=secret, at=datetime.now(UTC)))
 
@@ -48,6 +49,12 @@ def _processed(engine: Engine, event_id: str) -> bool:
     return bool(rows) and rows[0].status == InboxStatus.PROCESSED
 
 
+def _deliver_processed(fleet: Fleet, engine: Engine, event: dict[str, Any]) -> None:
+    """Deliver `event` and wait until the worker has processed it (events applied in this order)."""
+    assert _deliver(fleet, event).status_code == 200
+    wait_until(lambda: _processed(engine, event["id"]), what=f"{event['type']} processed")
+
+
 def test_signed_checkout_becomes_active_membership(fleet: Fleet, pg_engine: Engine) -> None:
     who = StripeCustomer.new()
     event = who.event("checkout.session.completed", created=T0)
@@ -68,14 +75,17 @@ def test_signed_checkout_becomes_active_membership(fleet: Fleet, pg_engine: Engi
         ).one()
     assert member == (who.email, True)
     row = _inbox(pg_engine, event["id"])[0]
-    assert row.enqueued_at is not None and row.processed_at is not None
+    assert row.enqueued_at is not None
+    assert row.processed_at is not None
     assert set(row.headers) == {"stripe-signature"}
 
 
 def test_delivery_signed_with_rotated_secret_is_accepted(fleet: Fleet, pg_engine: Engine) -> None:
     event = StripeCustomer.new().event("checkout.session.completed", created=T0)
 
-    assert _deliver(fleet, event, secret=STRIPE_OLD_SECRET).status_code == 200
+    response = _deliver(fleet, event, secret=STRIPE_OLD_SECRET)
+
+    assert response.status_code == 200
     wait_until(lambda: _processed(pg_engine, event["id"]), what="processed")
 
 
@@ -118,14 +128,12 @@ def test_late_subscription_updated_does_not_resurrect_deleted(
     deleted = who.event("customer.subscription.deleted", created=T0 + 100)
     late_update = who.event("customer.subscription.updated", created=T0 + 50)
 
-    for event in (created, deleted):
-        assert _deliver(fleet, event).status_code == 200
-        wait_until(lambda e=event: _processed(pg_engine, e["id"]), what=event["type"])
-    assert _deliver(fleet, late_update).status_code == 200
-    wait_until(lambda: _processed(pg_engine, late_update["id"]), what="late update")
+    for event in (created, deleted, late_update):
+        _deliver_processed(fleet, pg_engine, event)
 
     membership = _membership(pg_engine, who.customer)
-    assert membership is not None and membership.status == "canceled"
+    assert membership is not None
+    assert membership.status == "canceled"
     with pg_engine.connect() as connection:
         skipped = connection.scalar(
             select(AuditEntry.action).where(
@@ -144,8 +152,7 @@ def test_payment_failure_then_paid_invoice_restores_active(fleet: Fleet, pg_engi
     ]
     statuses = []
     for event in sequence:
-        assert _deliver(fleet, event).status_code == 200
-        wait_until(lambda e=event: _processed(pg_engine, e["id"]), what=event["type"])
+        _deliver_processed(fleet, pg_engine, event)
         membership = _membership(pg_engine, who.customer)
         assert membership is not None
         statuses.append(membership.status)
@@ -156,8 +163,18 @@ def test_payment_failure_then_paid_invoice_restores_active(fleet: Fleet, pg_engi
 def test_hookfleet_send_makes_a_member_appear(fleet: Fleet, pg_engine: Engine) -> None:
     email = f"newcomer-{os.getpid()}@example.com"
     result = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "send", "stripe", "checkout.session.completed",
-         "--email", email, "--url", f"{fleet.url}/webhooks/stripe"],
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "send",
+            "stripe",
+            "checkout.session.completed",
+            "--email",
+            email,
+            "--url",
+            f"{fleet.url}/webhooks/stripe",
+        ],
         env={**os.environ, **fleet.env},
         capture_output=True,
         text=True,

@@ -43,22 +43,48 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             shutil.chown(self.directory, "postgres", "postgres")
         subprocess.run(
-            _as_postgres([_pg_bin("initdb"), "-D", str(self.directory / "data"), "-U", "postgres",
-                          "--auth=trust", "-E", "UTF8", "--no-sync"]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(self.directory / "data"),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
-            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.directory / "data"), "-o", options,
-                          "-l", str(self.directory / "server.log"), "-w", "start"]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.directory / "data"),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.directory / "server.log"),
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def stop(self) -> None:
         subprocess.run(
-            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast",
-                          "-w", "stop"]),
-            check=False, capture_output=True,
+            _as_postgres(
+                [_pg_bin("pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop"]
+            ),
+            check=False,
+            capture_output=True,
         )

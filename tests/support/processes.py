@@ -81,32 +81,69 @@ class Service:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def assert_running(self) -> None:
-        assert self.process is not None and self.process.poll() is None, (
-            f"{self.name} exited:\n{self.log_tail()}"
-        )
+        assert self.process is not None, f"{self.name} was never started"
+        assert self.process.poll() is None, f"{self.name} exited:\n{self.log_tail()}"
 
 
 def redis_service(port: int, workdir: Path) -> Service:
     binary = shutil.which("redis-server") or "redis-server"
     return Service(
         "redis",
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         {},
         workdir / "redis.log",
     )
 
 
 def gateway_service(port: int, env: Mapping[str, str], workdir: Path) -> Service:
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "webhooks_gateway.app:app_from_env",
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "webhooks_gateway.app:app_from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
     return Service("gateway", argv, env, workdir / f"gateway-{port}.log")
 
 
 def worker_service(env: Mapping[str, str], workdir: Path, name: str = "worker") -> Service:
-    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-Q", "dispatch,lifecycle,maintenance", "-c", "2", "-P", "prefork",
-            "--without-mingle", "--without-gossip", "-n", f"{name}@%h", "--loglevel", "INFO"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        "dispatch,lifecycle,maintenance",
+        "-c",
+        "2",
+        "-P",
+        "prefork",
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        f"{name}@%h",
+        "--loglevel",
+        "INFO",
+    ]
     return Service(name, argv, env, workdir / f"{name}.log")
 
 

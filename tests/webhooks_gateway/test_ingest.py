@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
@@ -40,7 +39,9 @@ class SentTasks:
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
-    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'inbox.db'}", max_body_bytes=64_000)
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'inbox.db'}", max_body_bytes=64_000
+    )
     upgrade(settings)
     return settings
 
@@ -64,7 +65,7 @@ def _rows(settings: Settings) -> list[WebhookEvent]:
     return rows
 
 
-def _post(client: TestClient, body: bytes) -> httpx.Response:
+def _post(client: TestClient, body: bytes) -> httpx2.Response:
     return client.post(
         "/webhooks/stripe", content=body, headers=sign_stripe(body, secret=STRIPE_SECRET, at=NOW)
     )
@@ -96,7 +97,8 @@ def test_duplicate_delivery_answers_duplicate_and_enqueues_nothing(
 
     first = _post(client, body)
     again = client.post(
-        "/webhooks/stripe", content=body,
+        "/webhooks/stripe",
+        content=body,
         headers=sign_stripe(body, secret=STRIPE_SECRET, at=NOW + timedelta(seconds=30)),
     )
 
@@ -140,7 +142,12 @@ def test_unverifiable_delivery_is_400_and_stores_nothing(
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json at all", b'["a", "list"]', b'{"id": "not_an_event", "type": "invoice.paid"}', b'{"id": "evt_1"}'],
+    [
+        b"not json at all",
+        b'["a", "list"]',
+        b'{"id": "not_an_event", "type": "invoice.paid"}',
+        b'{"id": "evt_1"}',
+    ],
     ids=["not-json", "not-an-object", "no-evt-id", "no-type"],
 )
 def test_signed_but_malformed_body_is_400_and_stores_nothing(
@@ -171,7 +178,9 @@ def test_body_over_the_limit_is_413_whether_declared_or_streamed(
 
 
 def test_provider_without_secret_is_404(tmp_path: Path) -> None:
-    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", stripe_webhook_secret=())
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'x.db'}", stripe_webhook_secret=()
+    )
     body = body_of(StripeCustomer.new().event("invoice.paid"))
     with TestClient(create_app(settings, enqueue=SentTasks(), clock=lambda: NOW)) as client:
         disabled = _post(client, body)
@@ -212,10 +221,11 @@ def test_healthz_answers_without_dependencies(client: TestClient) -> None:
 
 
 def test_readyz_is_503_when_the_broker_is_unreachable(sqlite_settings: Settings) -> None:
-    settings = sqlite_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    settings = sqlite_settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}
+    )
     with TestClient(create_app(settings, enqueue=SentTasks())) as client:
         response = client.get("/readyz")
 
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": True, "broker": False}
-

@@ -17,9 +17,9 @@ from pydantic import SecretStr
 
 from webhooks_gateway.providers.base import PayloadError, SignatureError
 
-NAME = "stripe"
+NAME: str = "stripe"
 SIGNATURE_HEADER = "stripe-signature"
-STORED_HEADERS = (SIGNATURE_HEADER,)
+STORED_HEADERS: tuple[str, ...] = (SIGNATURE_HEADER,)
 HANDLED_EVENT_TYPES = frozenset(
     {
         "checkout.session.completed",
