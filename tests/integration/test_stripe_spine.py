@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -202,3 +203,27 @@ def test_readyz_reports_database_and_broker(fleet: Fleet) -> None:
 
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "checks": {"database": True, "broker": True}}
+
+
+def test_logs_name_the_event_on_every_line_and_never_a_secret_or_the_body(
+    fleet: Fleet, pg_engine: Engine
+) -> None:
+    who = StripeCustomer.new()
+    event = who.event("checkout.session.completed", created=T0)
+    _deliver_processed(fleet, pg_engine, event)
+    inbox_id = _inbox(pg_engine, event["id"])[0].id
+
+    for service in (fleet.gateway, fleet.worker):
+        text = service.log_path.read_text()
+        assert STRIPE_SECRET not in text
+        assert STRIPE_OLD_SECRET not in text
+        assert who.email not in text  # the body stays in the inbox, never in a log line
+        lines = [json.loads(line) for line in text.splitlines() if event["id"] in line]
+        assert lines, f"no {service.name} log line names {event['id']}"
+        assert all(line.get("inbox_id") == inbox_id for line in lines), lines
+    worker_lines = [
+        json.loads(line)
+        for line in fleet.worker.log_path.read_text().splitlines()
+        if event["id"] in line
+    ]
+    assert all("task_id" in line for line in worker_lines)
