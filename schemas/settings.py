@@ -50,13 +50,18 @@ class Settings(BaseSettings):
     """Read once at each entry point (gateway, worker, CLI) and passed down explicitly."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a rejected URL may carry a password
     )
 
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str = DEFAULT_REDIS_URL
+    # URLs may hold passwords, so they stay out of repr() (secrets are SecretStr).
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
+    redis_url: str = Field(default=DEFAULT_REDIS_URL, repr=False)
     # CELERY_BROKER_URL, for a broker other than REDIS_URL (RabbitMQ, say).
-    broker_url: str | None = Field(default=None, validation_alias="CELERY_BROKER_URL")
+    broker_url: str | None = Field(default=None, validation_alias="CELERY_BROKER_URL", repr=False)
 
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretList = ()
