@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     stripe_price_tiers: dict[str, str] = Field(default_factory=dict)
     default_tier: str = "member"
 
+    slack_bot_token: SecretStr | None = None
+    slack_api_base: str = "https://slack.com/api/"
+    slack_operators_channel: str = "#hookfleet-ops"
+
     max_body_bytes: int = 256 * 1024
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
@@ -81,6 +85,21 @@ class Settings(BaseSettings):
     task_default_time_limit: int = 300
     broker_visibility_timeout: int = 3600
     enqueue_timeout_seconds: float = 2.0
+
+    # Retries after the first attempt, then a dead letter (the seed platform's runbook says 3).
+    task_max_retries: int = 3
+    retry_backoff_seconds: float = 2.0  # first delay; doubles each retry, with full jitter
+    retry_backoff_max_seconds: float = 600.0
+    # Dead letters inside this window are summed up in one operators' alert.
+    alert_window_seconds: float = 30.0
+
+    # Inbox sweep: `received` rows older than this were never published (broker down) ...
+    inbox_sweep_every_seconds: float = 60.0
+    inbox_received_stale_seconds: float = 60.0
+    # ... and `enqueued`/`dispatched` rows older than this lost their message with the broker.
+    inbox_enqueued_stale_seconds: float = 900.0
+
+    api_key_default_rate_per_minute: int = 120
 
     log_level: str = "INFO"
     log_json: bool | None = None

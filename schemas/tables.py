@@ -59,7 +59,12 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime(), dict[str, Any]: Json}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime(),
+        dict[str, Any]: Json,
+        list[Any]: Json,
+        list[str]: Json,
+    }
 
 
 class InboxStatus:
@@ -95,6 +100,8 @@ class WebhookEvent(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     enqueued_at: Mapped[datetime | None]
     processed_at: Mapped[datetime | None]
+    # How many handler tasks dispatch sent; the row is processed when that many have finished.
+    handler_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Member(Base):
@@ -152,7 +159,7 @@ class DeadLetter(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     task_name: Mapped[str] = mapped_column(String(200), index=True)
     task_id: Mapped[str] = mapped_column(String(64))
-    args: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    args: Mapped[list[Any]] = mapped_column(default=list)
     kwargs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     queue: Mapped[str | None] = mapped_column(String(64))
     exc_type: Mapped[str] = mapped_column(String(200))
@@ -166,6 +173,8 @@ class DeadLetter(Base):
     replayed_task_id: Mapped[str | None] = mapped_column(String(64))
     replay_of_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("dead_letters.id"))
     discard_reason: Mapped[str | None] = mapped_column(Text)
+    # Set when the operators' alert that covers this row has been posted (alerts are batched).
+    alerted_at: Mapped[datetime | None]
 
 
 class JobRun(Base):
@@ -179,3 +188,33 @@ class JobRun(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="running")
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Effect(Base):
+    """A side effect done (or begun) under a key, so a retried, replayed or redelivered task skips it."""
+
+    __tablename__ = "effects"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # started | done
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    inbox_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("webhook_events.id"), index=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiKey(Base):
+    """An operator's key for the admin API: only its SHA-256 is kept; the key is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(default=list)
+    rate_per_minute: Mapped[int] = mapped_column(Integer, default=120)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
