@@ -26,7 +26,10 @@ DISPATCH: dict[tuple[str, str], tuple[str, ...]] = {
     ("stripe", "customer.subscription.updated"): ("tasks.lifecycle.sync_subscription",),
     ("stripe", "customer.subscription.deleted"): ("tasks.lifecycle.sync_subscription",),
     ("stripe", "invoice.paid"): ("tasks.lifecycle.record_invoice_paid",),
-    ("stripe", "invoice.payment_failed"): ("tasks.lifecycle.record_payment_failed",),
+    ("stripe", "invoice.payment_failed"): (
+        "tasks.lifecycle.record_payment_failed",
+        "tasks.notification.announce_payment_failed",
+    ),
 }
 
 # The envelope each provider's body must parse into before anything runs on it.
@@ -41,8 +44,16 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
         return ()
     ENVELOPES[row.provider].model_validate_json(row.body)
     row.attempts += 1
-    names = DISPATCH.get((row.provider, row.event_type), ())
-    if names:
+    handlers = DISPATCH.get((row.provider, row.event_type), ())
+    row.handler_count = len(handlers)
+    # After a lost message or a sweep, send only the handlers that have not finished yet.
+    done = (
+        inbox.finished_handlers(session, inbox_id)
+        if row.status == InboxStatus.DISPATCHED
+        else set()
+    )
+    names = tuple(name for name in handlers if name not in done)
+    if handlers:
         row.status = InboxStatus.DISPATCHED
     else:
         row.status, row.processed_at = InboxStatus.IGNORED, utcnow()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from schemas.tables import InboxStatus, WebhookEvent, utcnow
+from schemas.tables import Effect, InboxStatus, WebhookEvent, utcnow
+from workers.effects import handled_key, mark_handled
 
 DONE = frozenset({InboxStatus.PROCESSED, InboxStatus.IGNORED})
 
@@ -26,9 +27,20 @@ def get(session: Session, inbox_id: int) -> WebhookEvent:
     return row
 
 
-def mark_processed(session: Session, inbox_id: int) -> None:
-    session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == inbox_id)
-        .values(status=InboxStatus.PROCESSED, processed_at=utcnow(), last_error=None)
-    )
+def finish(session: Session, inbox_id: int, task_name: str) -> None:
+    """Record that one handler finished; the event is processed when all its handlers have."""
+    row = session.get(WebhookEvent, inbox_id, with_for_update=True)  # serialises sibling handlers
+    if row is None:
+        raise InboxRowMissingError(f"webhook_events row {inbox_id} does not exist")
+    if mark_handled(session, inbox_id, task_name) >= row.handler_count:
+        session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == inbox_id)
+            .values(status=InboxStatus.PROCESSED, processed_at=utcnow(), last_error=None)
+        )
+
+
+def finished_handlers(session: Session, inbox_id: int) -> set[str]:
+    prefix = handled_key(inbox_id, "")
+    keys = session.scalars(select(Effect.key).where(Effect.key.startswith(prefix)))
+    return {key.removeprefix(prefix) for key in keys}

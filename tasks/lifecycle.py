@@ -276,31 +276,32 @@ def _audit(
 # --- the tasks: a few lines each around the plain functions above ----------------------------
 
 
-def run_handler(inbox_id: int, handler: Handler) -> str:
+def run_handler(inbox_id: int, task_name: str, handler: Handler) -> str:
+    """Apply and mark the handler finished in one transaction: both happen or neither does."""
     with session_scope(runtime.sessions()) as session:
         row = inbox.get(session, inbox_id)
         outcome = handler(
             session, StripeEvent.model_validate_json(row.body), inbox_id, runtime.settings()
         )
-        inbox.mark_processed(session, inbox_id)
+        inbox.finish(session, inbox_id, task_name)
     return outcome
 
 
 @app.task(name="tasks.lifecycle.complete_checkout", base=GatewayTask)
 def complete_checkout(inbox_id: int) -> str:
-    return run_handler(inbox_id, apply_checkout)
+    return run_handler(inbox_id, complete_checkout.name, apply_checkout)
 
 
 @app.task(name="tasks.lifecycle.sync_subscription", base=GatewayTask)
 def sync_subscription(inbox_id: int) -> str:
-    return run_handler(inbox_id, apply_subscription)
+    return run_handler(inbox_id, sync_subscription.name, apply_subscription)
 
 
 @app.task(name="tasks.lifecycle.record_invoice_paid", base=GatewayTask)
 def record_invoice_paid(inbox_id: int) -> str:
-    return run_handler(inbox_id, apply_invoice_paid)
+    return run_handler(inbox_id, record_invoice_paid.name, apply_invoice_paid)
 
 
 @app.task(name="tasks.lifecycle.record_payment_failed", base=GatewayTask)
 def record_payment_failed(inbox_id: int) -> str:
-    return run_handler(inbox_id, apply_payment_failed)
+    return run_handler(inbox_id, record_payment_failed.name, apply_payment_failed)

@@ -1,41 +1,189 @@
-"""The base task: a failure is written onto the originating inbox row and logged, never lost silently."""
+"""The base task: errors sorted once, retried with backoff, dead-lettered on final failure.
+
+Every attempt of a task id is counted in Redis, retries and redeliveries alike, so a task whose worker
+keeps dying under it (SIGKILL, OOM, hard time limit) is dead-lettered after the same limit instead of
+looping forever.
+"""
 
 from __future__ import annotations
 
+import random
+import traceback
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.db import session_scope
 from schemas.tables import InboxStatus, WebhookEvent
-from workers import runtime
+from workers import dead_letters, runtime
+from workers.errors import PermanentError, TransientError, classify
 from workers.logging import get_logger
+from workers.metrics import DEAD_LETTERED, RETRIED
 
 log = get_logger(__name__)
+ATTEMPTS_KEY = "hookfleet:attempts:{task_id}"
+ATTEMPTS_TTL_SECONDS = 7 * 86_400
+ALERT_PENDING_KEY = "hookfleet:alert:pending"
+ALERT_TASK = "tasks.notification.alert_dead_letters"
 MAX_ERROR_CHARS = 2000
 
 
+class WorkerLostRepeatedlyError(PermanentError):
+    """The task was delivered more often than its attempts allow: its worker died under it."""
+
+
+def backoff_seconds(
+    retries_so_far: int, *, base: float, cap: float, retry_after: float | None
+) -> float:
+    """Exponential backoff with equal jitter (each delay at least the previous one's ceiling / 2
+    and growing), never shorter than the provider's Retry-After."""
+    ceiling = min(cap, base * 2**retries_so_far)
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    return max(delay, retry_after or 0.0)
+
+
 class GatewayTask(Task):  # type: ignore[misc]
-    """Tasks take the inbox id as their first argument, so a failure can be traced to its event."""
+    """Tasks carrying an inbox event take its id as their first argument (`inbox_id`)."""
 
     acks_late = True
     reject_on_worker_lost = True
+    # None: the global TASK_MAX_RETRIES; a task may set its own.
+    retry_limit: int | None = None
+    # False for tasks whose first argument is not an inbox event id (alerts, sweeps).
+    carries_inbox_id = True
 
-    def on_failure(
-        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
-    ) -> None:
-        inbox_id = kwargs.get("inbox_id", args[0] if args else None)
-        log.error(
-            "task.failed", inbox_id=inbox_id, exc_type=type(exc).__name__, error=str(exc)[:500]
+    @property
+    def limit(self) -> int:
+        return (
+            self.retry_limit
+            if self.retry_limit is not None
+            else runtime.settings().task_max_retries
         )
-        if isinstance(inbox_id, int):
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        attempt = self._count_attempt()
+        if attempt > self.limit + 1:
+            exc = WorkerLostRepeatedlyError(
+                f"delivered {attempt} times; the worker was lost under attempts {self.limit + 1}"
+            )
+            self._dead_letter(exc, args, kwargs, attempts=attempt - 1, trace=None)
+            return None
+        try:
+            return super().__call__(*args, **kwargs)
+        except Retry:
+            raise
+        except Exception as exc:
+            self._handle_failure(exc, args, kwargs, attempt)
+            raise
+
+    def _handle_failure(
+        self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any], attempt: int
+    ) -> None:
+        timed_out = isinstance(exc, SoftTimeLimitExceeded)
+        error = classify(TransientError(f"soft time limit: {exc}") if timed_out else exc)
+        settings = runtime.settings()
+        if isinstance(error, TransientError) and attempt <= self.limit:
+            countdown = backoff_seconds(
+                attempt - 1,
+                base=settings.retry_backoff_seconds,
+                cap=settings.retry_backoff_max_seconds,
+                retry_after=error.retry_after,
+            )
+            RETRIED.labels(task=self.name).inc()
+            log.warning(
+                "task.retrying",
+                attempt=attempt,
+                countdown=round(countdown, 3),
+                error=str(error)[:300],
+                retry_after=error.retry_after,
+            )
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None, **self._headers())
+        self._dead_letter(exc, args, kwargs, attempts=attempt, trace=traceback.format_exc())
+
+    def _headers(self) -> dict[str, Any]:
+        replay_of = self._replay_of()
+        return {"headers": {dead_letters.REPLAY_HEADER: replay_of}} if replay_of else {}
+
+    def _replay_of(self) -> int | None:
+        headers = self.request.headers or {}
+        value = headers.get(dead_letters.REPLAY_HEADER) or getattr(
+            self.request, dead_letters.REPLAY_HEADER, None
+        )
+        return int(value) if value is not None else None
+
+    def _count_attempt(self) -> int:
+        key = ATTEMPTS_KEY.format(task_id=self.request.id)
+        redis = runtime.redis()
+        pipe = redis.pipeline()
+        pipe.hincrby(key, "attempts", 1)
+        pipe.hsetnx(key, "first_at", datetime.now(UTC).isoformat())
+        pipe.expire(key, ATTEMPTS_TTL_SECONDS)
+        attempts, _, _ = pipe.execute()
+        return int(attempts)
+
+    def _first_attempt_at(self) -> datetime | None:
+        raw = runtime.redis().hget(ATTEMPTS_KEY.format(task_id=self.request.id), "first_at")
+        return datetime.fromisoformat(raw.decode()) if raw else None
+
+    def _dead_letter(
+        self,
+        exc: BaseException,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        attempts: int,
+        trace: str | None,
+    ) -> None:
+        inbox_id = kwargs.get("inbox_id", args[0] if args and isinstance(args[0], int) else None)
+        delivery = self.request.delivery_info or {}
+        try:
             with session_scope(runtime.sessions()) as session:
-                session.execute(
-                    update(WebhookEvent)
-                    .where(WebhookEvent.id == inbox_id)
-                    .values(
-                        status=InboxStatus.FAILED,
-                        last_error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS],
-                    )
+                row = dead_letters.record(
+                    session,
+                    task_name=self.name,
+                    task_id=self.request.id,
+                    args=args,
+                    kwargs=kwargs,
+                    queue=delivery.get("routing_key"),
+                    exc=exc,
+                    traceback=trace,
+                    attempts=attempts,
+                    first_failed_at=self._first_attempt_at(),
+                    inbox_id=inbox_id if self.carries_inbox_id else None,
+                    replay_of_id=self._replay_of(),
                 )
+                if self.carries_inbox_id and inbox_id is not None:
+                    session.execute(
+                        update(WebhookEvent)
+                        .where(WebhookEvent.id == inbox_id)
+                        .values(
+                            status=InboxStatus.FAILED,
+                            last_error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS],
+                        )
+                    )
+                dead_letter_id = row.id
+        except SQLAlchemyError as db_error:
+            # No dead letter without a database: keep the message and try again later.
+            log.error("task.dead_letter_unwritable", error=str(db_error)[:300])
+            raise self.retry(exc=exc, countdown=30, max_retries=None) from db_error
+        DEAD_LETTERED.labels(task=self.name).inc()
+        log.error(
+            "task.dead_lettered",
+            dead_letter_id=dead_letter_id,
+            attempts=attempts,
+            exc_type=type(exc).__name__,
+            error=str(exc)[:300],
+        )
+        self._schedule_alert()
+
+    def _schedule_alert(self) -> None:
+        """One alert per window: the first dead letter schedules it, the rest ride along."""
+        if self.name == ALERT_TASK:
+            return  # a failing alert must not schedule alerts about itself
+        window = runtime.settings().alert_window_seconds
+        if runtime.redis().set(ALERT_PENDING_KEY, "1", nx=True, ex=max(1, int(window))):
+            self.app.send_task(ALERT_TASK, countdown=window)

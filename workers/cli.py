@@ -5,12 +5,17 @@ from __future__ import annotations
 import click
 
 from schemas.settings import Settings
+from workers.cli_dlq import dlq, events
 from workers.logging import configure_logging
 
 
 @click.group()
 def main() -> None:
     """hookfleet: webhooks in, members' state out, nothing lost."""
+
+
+main.add_command(dlq)
+main.add_command(events)
 
 
 @main.group()

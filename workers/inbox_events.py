@@ -49,9 +49,7 @@ def get(session: Session, inbox_id: int, *, lock: bool = False) -> WebhookEvent:
     return row
 
 
-def replay(
-    session: Session, inbox_id: int, *, publish: Callable[[int], str], actor: str
-) -> str:
+def replay(session: Session, inbox_id: int, *, publish: Callable[[int], str], actor: str) -> str:
     """Process the stored event again from the start; side effects already done stay done."""
     row = get(session, inbox_id, lock=True)
     previous = row.status

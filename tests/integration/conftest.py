@@ -1,18 +1,25 @@
-"""The fleet under test: a private Redis, the real gateway over HTTP and a real Celery worker process."""
+"""The fleet under test: private Redis, the real gateway over HTTP, real Celery worker and beat
+processes, and the provider sandbox; fault tests build fleets of their own with `running_fleet`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis as redis_client
 
 from schemas.settings import Settings
-from tests.conftest import STRIPE_OLD_SECRET, STRIPE_SECRET
+from tests.conftest import STRIPE_OLD_SECRET, STRIPE_SECRET, make_settings
+from tests.signing import sign_stripe
 from tests.support.processes import (
     Service,
+    beat_service,
     free_port,
     gateway_service,
     redis_service,
@@ -21,20 +28,36 @@ from tests.support.processes import (
     wait_until,
     worker_service,
 )
+from tests.support.sandbox import SandboxServer
+from tests.support.stripe_fixtures import body_of
 from workers.celery_app import make_celery
 
 pytestmark = pytest.mark.integration
+OPERATORS_CHANNEL = "#hookfleet-ops-test"
 
 
-def fleet_env(database_url: str, redis_url: str) -> dict[str, str]:
-    """What an operator would export; the processes read it as they would in production."""
-    return {
+def fleet_env(database_url: str, redis_url: str, sandbox: SandboxServer | None = None) -> dict[str, str]:
+    """What an operator would export; the processes read it as they would in production.
+
+    Retries and alerts run on short clocks here so a test sees 1 + 3 attempts in seconds.
+    """
+    env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "STRIPE_WEBHOOK_SECRET": f"{STRIPE_SECRET},{STRIPE_OLD_SECRET}",
         "STRIPE_PRICE_TIERS": '{"price_FixturePriceMember1": "member", "price_Patron": "patron"}',
         "LOG_JSON": "true",
+        "RETRY_BACKOFF_SECONDS": "0.5",
+        "ALERT_WINDOW_SECONDS": "1",
+        "INBOX_SWEEP_EVERY_SECONDS": "2",
+        "INBOX_RECEIVED_STALE_SECONDS": "2",
+        "INBOX_ENQUEUED_STALE_SECONDS": "120",
+        "SLACK_BOT_TOKEN": "xoxb-hookfleet-test",
+        "SLACK_OPERATORS_CHANNEL": OPERATORS_CHANNEL,
     }
+    if sandbox is not None:
+        env["SLACK_API_BASE"] = sandbox.slack_api_base
+    return env
 
 
 @dataclass
@@ -44,32 +67,37 @@ class Fleet:
     env: dict[str, str]
     gateway: Service
     worker: Service
-    redis: Service
+    services: dict[str, Service] = field(default_factory=dict)
 
     def post_stripe(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        return httpx.post(f"{self.url}/webhooks/stripe", content=body, headers=headers, timeout=10)
+        return httpx.post(f"{self.url}/webhooks/stripe", content=body, headers=headers, timeout=15)
+
+    def deliver(self, event: dict[str, Any], secret: str = STRIPE_SECRET) -> httpx.Response:
+        body = body_of(event)
+        return self.post_stripe(body, sign_stripe(body, secret=secret, at=datetime.now(UTC)))
+
+    def settings(self) -> Settings:
+        return make_settings(database_url=self.env["DATABASE_URL"], redis_url=self.redis_url)
+
+    def start_worker(self, name: str = "worker") -> Service:
+        worker = worker_service(self.env, self.gateway.log_path.parent, name=name)
+        worker.start()
+        control = make_celery(self.settings())
+        wait_for_worker(lambda: bool(control.control.ping(timeout=0.5)), worker)
+        self.services[name] = worker
+        return worker
 
 
-@pytest.fixture(scope="session")
-def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("fleet")
-
-
-@pytest.fixture(scope="session")
-def redis(fleet_dir: Path) -> Iterator[Service]:
-    port = free_port()
-    service = redis_service(port, fleet_dir)
+def start_redis(workdir: Path, *, append_only: bool = False, port: int | None = None) -> Service:
+    service = redis_service(port or free_port(), workdir, append_only=append_only)
     service.start()
-    wait_until(lambda: _redis_up(port), what="private redis-server")
-    yield service
-    service.stop()
+    wait_until(lambda: redis_answers(service), what="private redis-server")
+    return service
 
 
-def _redis_up(port: int) -> bool:
-    import redis as redis_client
-
+def redis_answers(service: Service) -> bool:
     try:
-        return bool(redis_client.Redis(port=port, socket_timeout=0.5).ping())
+        return bool(redis_client.Redis.from_url(redis_url_of(service), socket_timeout=0.5).ping())
     except redis_client.RedisError:
         return False
 
@@ -79,22 +107,62 @@ def redis_url_of(service: Service) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+@contextmanager
+def running_fleet(
+    database_url: str,
+    redis_url: str,
+    workdir: Path,
+    sandbox: SandboxServer | None = None,
+    *,
+    beat: bool = False,
+    **overrides: str,
+) -> Iterator[Fleet]:
+    """Gateway and worker (and beat) as separate processes, stopped when the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**fleet_env(database_url, redis_url, sandbox), **overrides}
+    port = free_port()
+    with ExitStack() as stack:
+        gateway = gateway_service(port, env, workdir)
+        gateway.start()
+        stack.callback(gateway.stop)
+        fleet = Fleet(f"http://127.0.0.1:{port}", redis_url, env, gateway, gateway)
+        stack.callback(lambda: [service.stop() for service in fleet.services.values()])
+        fleet.worker = fleet.start_worker()
+        if beat:
+            fleet.services["beat"] = beat_service(env, workdir)
+            fleet.services["beat"].start()
+        wait_for_http(f"{fleet.url}/healthz", gateway)
+        yield fleet
+
+
+@pytest.fixture(scope="session")
+def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fleet")
+
+
+@pytest.fixture(scope="session")
+def sandbox(fleet_dir: Path) -> Iterator[SandboxServer]:
+    with SandboxServer(fleet_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis(fleet_dir: Path) -> Iterator[Service]:
+    service = start_redis(fleet_dir)
+    yield service
+    service.stop()
+
+
 @pytest.fixture(scope="session")
 def fleet(
-    database_url: str, redis: Service, fleet_dir: Path, pg_settings: Settings
+    database_url: str, redis: Service, fleet_dir: Path, sandbox: SandboxServer
 ) -> Iterator[Fleet]:
-    env = fleet_env(database_url, redis_url_of(redis))
-    port = free_port()
-    gateway = gateway_service(port, env, fleet_dir)
-    worker = worker_service(env, fleet_dir)
-    gateway.start()
-    worker.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/healthz", gateway)
-        control = make_celery(pg_settings.model_copy(update={"redis_url": redis_url_of(redis)}))
-        wait_for_worker(lambda: bool(control.control.ping(timeout=0.5)), worker)
-        yield Fleet(url, redis_url_of(redis), env, gateway, worker, redis)
-    finally:
-        worker.stop()
-        gateway.stop()
+    with running_fleet(database_url, redis_url_of(redis), fleet_dir / "shared", sandbox) as running:
+        yield running
+
+
+@pytest.fixture
+def clean_sandbox(sandbox: SandboxServer) -> Iterator[SandboxServer]:
+    sandbox.reset()
+    yield sandbox
+    sandbox.reset()

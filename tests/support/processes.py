@@ -15,7 +15,10 @@ from pathlib import Path
 
 import httpx
 
+from workers.queues import QUEUES
+
 STARTUP_TIMEOUT_SECONDS = 30.0
+ROOT = Path(__file__).parents[2]
 
 
 def free_port() -> int:
@@ -85,66 +88,39 @@ class Service:
         assert self.process.poll() is None, f"{self.name} exited:\n{self.log_tail()}"
 
 
-def redis_service(port: int, workdir: Path) -> Service:
+def redis_service(port: int, workdir: Path, *, append_only: bool = False) -> Service:
+    """A private redis-server; `append_only` persists the queue across restarts, as deploy/ does."""
     binary = shutil.which("redis-server") or "redis-server"
-    return Service(
-        "redis",
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        {},
-        workdir / "redis.log",
+    persistence = (
+        ["--appendonly", "yes", "--appendfsync", "always"]
+        if append_only
+        else ["--appendonly", "no"]
     )
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
+    return Service("redis", argv + persistence, {}, workdir / f"redis-{port}.log")
 
 
 def gateway_service(port: int, env: Mapping[str, str], workdir: Path) -> Service:
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "webhooks_gateway.app:app_from_env",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "webhooks_gateway.app:app_from_env"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     return Service("gateway", argv, env, workdir / f"gateway-{port}.log")
 
 
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", *args]
+
+
 def worker_service(env: Mapping[str, str], workdir: Path, name: str = "worker") -> Service:
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.celery_app",
-        "worker",
-        "-Q",
-        "dispatch,lifecycle,maintenance",
-        "-c",
-        "2",
-        "-P",
-        "prefork",
-        "--without-mingle",
-        "--without-gossip",
-        "-n",
-        f"{name}@%h",
-        "--loglevel",
-        "INFO",
-    ]
-    return Service(name, argv, env, workdir / f"{name}.log")
+    """A real prefork worker on every queue, with the misbehaving test tasks loaded too."""
+    argv = _celery("worker", "-Q", ",".join(QUEUES), "-c", "2", "-P", "prefork")
+    argv += ["-I", "tests.support.fault_tasks", "--without-mingle", "--without-gossip"]
+    argv += ["-n", f"{name}@%h", "--loglevel", "INFO"]
+    return Service(name, argv, {**env, "PYTHONPATH": str(ROOT)}, workdir / f"{name}.log")
+
+
+def beat_service(env: Mapping[str, str], workdir: Path) -> Service:
+    argv = _celery("beat", "-s", str(workdir / "celerybeat-schedule"), "--loglevel", "INFO")
+    return Service("beat", argv, env, workdir / "beat.log")
 
 
 def wait_for_http(url: str, service: Service) -> None:

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from schemas.tables import InboxStatus, WebhookEvent
 from tasks.dispatch import DISPATCH, route_event
-from tasks.inbox import InboxRowMissingError
+from tasks.inbox import InboxRowMissingError, finish
+from workers.effects import mark_handled
 from tests.support.stripe_fixtures import StripeCustomer, body_of
 
 
@@ -40,8 +41,30 @@ def test_handled_event_is_routed_to_its_tasks_and_marked_dispatched(
     names = route_event(db_session, row.id)
 
     assert names == DISPATCH[("stripe", event_type)]
-    assert all(name.startswith("tasks.lifecycle.") for name in names)
-    assert (row.status, row.attempts) == (InboxStatus.DISPATCHED, 1)
+    assert (row.status, row.attempts, row.handler_count) == (
+        InboxStatus.DISPATCHED,
+        1,
+        len(names),
+    )
+
+
+def test_redispatch_sends_only_the_handlers_that_have_not_finished(db_session: Session) -> None:
+    row = _stored(db_session, "invoice.payment_failed")
+    first, second = route_event(db_session, row.id)
+    mark_handled(db_session, row.id, first)
+
+    assert route_event(db_session, row.id) == (second,)
+
+
+def test_event_is_processed_only_when_its_last_handler_finishes(db_session: Session) -> None:
+    row = _stored(db_session, "invoice.payment_failed")
+    first, second = route_event(db_session, row.id)
+
+    finish(db_session, row.id, first)
+    assert row.status == InboxStatus.DISPATCHED
+    finish(db_session, row.id, second)
+    db_session.refresh(row)
+    assert row.status == InboxStatus.PROCESSED
 
 
 def test_event_type_without_handler_is_marked_ignored(db_session: Session) -> None:

@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from schemas.tables import InboxStatus, WebhookEvent
-from workers.maintenance import STUCK_AFTER, requeue_stuck
+from workers.maintenance import requeue_stuck
+
+STUCK_AFTER = timedelta(seconds=60)
+LOST_AFTER = timedelta(minutes=15)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -32,10 +35,12 @@ def test_sweep_publishes_rows_left_received_too_long_and_marks_them_enqueued(
 ) -> None:
     stuck = _row(db_session, InboxStatus.RECEIVED, STUCK_AFTER + timedelta(seconds=5))
     fresh = _row(db_session, InboxStatus.RECEIVED, timedelta(seconds=5))
-    enqueued = _row(db_session, InboxStatus.ENQUEUED, timedelta(hours=1))
+    enqueued = _row(db_session, InboxStatus.ENQUEUED, timedelta(minutes=5))
     published: list[int] = []
 
-    count = requeue_stuck(db_session, published.append, NOW)
+    count = requeue_stuck(
+        db_session, published.append, NOW, received_after=STUCK_AFTER, enqueued_after=LOST_AFTER
+    )
 
     assert stuck.id in published
     assert fresh.id not in published
@@ -48,10 +53,34 @@ def test_sweep_publishes_rows_left_received_too_long_and_marks_them_enqueued(
 def test_second_sweep_publishes_nothing_again(db_session: Session) -> None:
     _row(db_session, InboxStatus.RECEIVED, STUCK_AFTER * 3)
     first: list[int] = []
-    requeue_stuck(db_session, first.append, NOW)
+    requeue_stuck(
+        db_session, first.append, NOW, received_after=STUCK_AFTER, enqueued_after=LOST_AFTER
+    )
     second: list[int] = []
 
-    requeue_stuck(db_session, second.append, NOW)
+    requeue_stuck(
+        db_session, second.append, NOW, received_after=STUCK_AFTER, enqueued_after=LOST_AFTER
+    )
 
     assert first
     assert second == []
+
+
+def test_sweep_republishes_rows_whose_message_was_lost_after_the_longer_age(
+    db_session: Session,
+) -> None:
+    lost = _row(db_session, InboxStatus.DISPATCHED, LOST_AFTER * 2)
+    lost.enqueued_at = NOW - LOST_AFTER * 2
+    recent = _row(db_session, InboxStatus.ENQUEUED, LOST_AFTER * 2)
+    recent.enqueued_at = NOW - LOST_AFTER / 2
+    db_session.flush()
+    published: list[int] = []
+
+    requeue_stuck(
+        db_session, published.append, NOW, received_after=STUCK_AFTER, enqueued_after=LOST_AFTER
+    )
+
+    assert lost.id in published
+    assert recent.id not in published
+    db_session.refresh(lost)
+    assert (lost.status, lost.enqueued_at) == (InboxStatus.DISPATCHED, NOW)

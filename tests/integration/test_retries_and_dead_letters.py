@@ -1,0 +1,227 @@
+"""Retries, dead letters, alerts and replay on real processes, with Slack played by the sandbox.
+
+The task under test is the real `announce_payment_failed` (a Stripe `invoice.payment_failed` posts
+to the operators' Slack channel once); faults are injected in the sandbox's chat.postMessage.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from schemas.tables import AuditEntry, DeadLetter, InboxStatus, WebhookEvent
+from tests.integration.conftest import OPERATORS_CHANNEL, Fleet
+from tests.support.processes import wait_until
+from tests.support.sandbox import SandboxServer
+from tests.support.stripe_fixtures import StripeCustomer
+from workers.celery_app import make_celery
+
+pytestmark = pytest.mark.integration
+ANNOUNCE = "tasks.notification.announce_payment_failed"
+T0 = 1_763_800_000
+
+
+def _payment_failed(fleet: Fleet) -> tuple[dict[str, Any], str]:
+    event = StripeCustomer.new().event("invoice.payment_failed", created=T0)
+    invoice_id = event["data"]["object"]["id"] = f"in_T{event['id'][5:]}"
+    assert fleet.deliver(event).status_code == 200
+    return event, invoice_id
+
+
+def _posts_about(sandbox: SandboxServer, needle: str) -> list[dict[str, Any]]:
+    return [
+        call
+        for call in sandbox.calls("slack", "chat.postMessage")
+        if needle in str(call["body"].get("text", ""))
+    ]
+
+
+def _inbox_status(engine: Engine, event_id: str) -> str | None:
+    with Session(engine) as session:
+        return session.scalar(select(WebhookEvent.status).where(WebhookEvent.event_id == event_id))
+
+
+def _dead_letters(engine: Engine, **where: Any) -> list[DeadLetter]:
+    with Session(engine) as session:
+        query = select(DeadLetter).order_by(DeadLetter.id)
+        for column, value in where.items():
+            query = query.where(getattr(DeadLetter, column) == value)
+        return list(session.scalars(query))
+
+
+def _dead_letter_for(engine: Engine, event_id: str) -> DeadLetter:
+    with Session(engine) as session:
+        inbox_id = session.scalar(select(WebhookEvent.id).where(WebhookEvent.event_id == event_id))
+    wait_until(lambda: _dead_letters(engine, inbox_id=inbox_id), timeout=30, what="a dead letter")
+    (row,) = _dead_letters(engine, inbox_id=inbox_id)
+    return row
+
+
+def _gaps(calls: list[dict[str, Any]]) -> list[float]:
+    times = [float(call["received_at"]) for call in calls]
+    return [round(later - earlier, 3) for earlier, later in zip(times, times[1:], strict=False)]
+
+
+def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env={**os.environ, **fleet.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_provider_failing_twice_with_500_succeeds_on_the_third_attempt_with_growing_delays(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    clean_sandbox.fault("slack", "chat.postMessage", status=500, count=2)
+
+    event, invoice = _payment_failed(fleet)
+
+    wait_until(lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done")
+    posts = _posts_about(clean_sandbox, invoice)
+    print(f"\n500x2: statuses={[p['status'] for p in posts]} gaps={_gaps(posts)}s")
+    assert [post["status"] for post in posts] == [500, 500, 200]
+    first_gap, second_gap = _gaps(posts)
+    assert second_gap > first_gap
+    assert [post["effect"] for post in posts] == [False, False, True]
+    assert posts[-1]["body"]["channel"] == OPERATORS_CHANNEL
+
+
+def test_429_with_retry_after_delays_the_next_attempt_at_least_that_long(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    clean_sandbox.fault("slack", "chat.postMessage", status=429, count=1, retry_after=2)
+
+    event, invoice = _payment_failed(fleet)
+
+    wait_until(lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done")
+    posts = _posts_about(clean_sandbox, invoice)
+    print(f"\n429 Retry-After 2: statuses={[p['status'] for p in posts]} gap={_gaps(posts)}s")
+    assert [post["status"] for post in posts] == [429, 200]
+    assert _gaps(posts)[0] >= 2.0
+
+
+def test_permanent_400_is_dead_lettered_after_one_attempt_and_alerted(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    clean_sandbox.fault(
+        "slack", "chat.postMessage", status=400, count=1, body={"ok": False, "error": "invalid_blocks"}
+    )
+
+    event, invoice = _payment_failed(fleet)
+
+    dead = _dead_letter_for(pg_engine, event["id"])
+    assert (dead.task_name, dead.attempts, dead.status) == (ANNOUNCE, 1, "dead")
+    assert dead.exc_type.endswith("PermanentError")
+    assert len(_posts_about(clean_sandbox, invoice)) == 1
+    assert _inbox_status(pg_engine, event["id"]) == InboxStatus.FAILED
+    wait_until(lambda: _posts_about(clean_sandbox, "new dead letter"), timeout=15, what="alert")
+
+
+def test_always_failing_task_gets_four_attempts_one_dead_letter_one_alert_and_replays_once(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    clean_sandbox.fault("slack", "chat.postMessage", status=503, count=4)
+
+    event, invoice = _payment_failed(fleet)
+
+    dead = _dead_letter_for(pg_engine, event["id"])
+    posts = _posts_about(clean_sandbox, invoice)
+    print(f"\nalways 503: attempts={dead.attempts} calls={len(posts)} gaps={_gaps(posts)}s")
+    assert dead.attempts == 4
+    assert len(posts) == 4
+    assert dead.traceback is not None
+    assert "TransientError" in dead.traceback
+    assert dead.args == [dead.inbox_id]
+    wait_until(lambda: _posts_about(clean_sandbox, "new dead letter"), timeout=15, what="alert")
+    alerts = _posts_about(clean_sandbox, "new dead letter")
+    assert len(alerts) == 1
+    assert ANNOUNCE in alerts[0]["body"]["text"]
+
+    replay = _cli(fleet, "dlq", "replay", str(dead.id))
+
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "Replayed 1 of 1" in replay.stdout
+    wait_until(lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done")
+    effects = [post for post in _posts_about(clean_sandbox, invoice) if post["effect"]]
+    assert len(effects) == 1
+    (replayed,) = _dead_letters(pg_engine, id=dead.id)
+    assert replayed.status == "replayed"
+    assert replayed.replayed_task_id
+    with Session(pg_engine) as session:
+        actors = session.scalars(
+            select(AuditEntry.actor).where(
+                AuditEntry.action == "dead_letter.replayed", AuditEntry.entity_id == str(dead.id)
+            )
+        ).all()
+    assert [actor.startswith("cli:") for actor in actors] == [True]
+
+
+def test_replay_that_fails_again_links_a_new_dead_letter_to_the_first(
+    fleet: Fleet, pg_engine: Engine
+) -> None:
+    marker = f"relapse-{os.getpid()}-{datetime.now().timestamp()}"
+    make_celery(fleet.settings()).send_task("tests.fault_tasks.always_permanent", args=[marker])
+    wait_until(lambda: _dead_letters(pg_engine, args=[marker]), timeout=20, what="first")
+    (first,) = _dead_letters(pg_engine, args=[marker])
+
+    assert _cli(fleet, "dlq", "replay", str(first.id)).returncode == 0
+
+    wait_until(lambda: len(_dead_letters(pg_engine, args=[marker])) == 2, timeout=20, what="second")
+    _, second = _dead_letters(pg_engine, args=[marker])
+    assert second.replay_of_id == first.id
+    assert second.status == "dead"
+    assert _dead_letters(pg_engine, id=first.id)[0].status == "replayed"
+
+
+def test_a_storm_of_failures_sends_a_summary_not_a_message_each(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    marker = f"storm-{os.getpid()}-{datetime.now().timestamp()}"
+    celery = make_celery(fleet.settings())
+    for n in range(20):
+        celery.send_task("tests.fault_tasks.always_permanent", args=[f"{marker}-{n}"])
+
+    def all_dead() -> bool:
+        with Session(pg_engine) as session:
+            rows = session.scalars(
+                select(DeadLetter).where(DeadLetter.task_name == "tests.fault_tasks.always_permanent")
+            ).all()
+        return sum(1 for row in rows if str(row.args[0]).startswith(marker)) == 20
+
+    wait_until(all_dead, timeout=30, what="20 dead letters")
+    wait_until(
+        lambda: _dead_letters(pg_engine, task_name="tests.fault_tasks.always_permanent", alerted_at=None)
+        == [],
+        timeout=15,
+        what="every dead letter alerted",
+    )
+    alerts = _posts_about(clean_sandbox, "new dead letter")
+    print(f"\nstorm: 20 dead letters -> {len(alerts)} alert message(s)")
+    assert 1 <= len(alerts) <= 2
+    assert "always_permanent" in alerts[0]["body"]["text"]
+
+
+def test_task_that_kills_its_worker_every_time_ends_as_a_dead_letter(
+    fleet: Fleet, pg_engine: Engine
+) -> None:
+    marker = f"oom-{os.getpid()}-{datetime.now().timestamp()}"
+
+    make_celery(fleet.settings()).send_task("tests.fault_tasks.kill_own_worker", args=[marker])
+
+    wait_until(lambda: _dead_letters(pg_engine, args=[marker]), timeout=60, what="dead letter")
+    (dead,) = _dead_letters(pg_engine, args=[marker])
+    print(f"\nkilled worker: delivered {dead.attempts + 1} times, dead-lettered: {dead.exc_message}")
+    assert dead.exc_type.endswith("WorkerLostRepeatedlyError")
+    assert dead.attempts == 4
+    fleet.worker.assert_running()
