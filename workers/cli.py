@@ -7,6 +7,7 @@ import click
 from schemas.settings import Settings
 from workers.cli_dlq import dlq, events
 from workers.logging import configure_logging
+from workers.sandbox.cli import sandbox
 
 
 @click.group()
@@ -16,6 +17,7 @@ def main() -> None:
 
 main.add_command(dlq)
 main.add_command(events)
+main.add_command(sandbox)
 
 
 @main.group()

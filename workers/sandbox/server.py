@@ -1,0 +1,502 @@
+"""The provider sandbox: provider APIs played over real HTTP, so no test and no demo reaches the internet.
+
+Each provider endpoint is a handler registered under (provider, endpoint); the shared pipeline parses
+the request, applies injected faults (latency, then a canned status), runs the handler and records the
+call. Hookfleet's outbound clients point here through settings (e.g. SLACK_API_BASE). The control API
+under `/_sandbox/` injects faults and lists what was received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from workers.logging import get_logger
+
+log = get_logger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shapes shared by every provider
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One request as a handler sees it: headers lower-cased, query and body already parsed."""
+
+    provider: str
+    endpoint: str
+    method: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    body: dict[str, Any]
+    # A provider-flavoured error code when the body could not be parsed ("invalid_json", ...).
+    body_error: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Query and body together (Slack, like many APIs, takes arguments in either)."""
+        return {**self.query, **self.body}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[["SandboxState", Incoming], Reply]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What a provider answers when no endpoint matches, and the body of an injected fault."""
+
+    name: str
+    unknown_endpoint: Handler
+    fault_body: Callable[[int], Any]
+
+
+_ENDPOINTS: dict[tuple[str, str], Handler] = {}
+_PROVIDERS: dict[str, ProviderSpec] = {}
+
+
+def endpoint(provider: str, name: str) -> Callable[[Handler], Handler]:
+    """Register the handler playing `name` of `provider` (the key faults and recorded calls use)."""
+
+    def register(handler: Handler) -> Handler:
+        _ENDPOINTS[(provider, name)] = handler
+        return handler
+
+    return register
+
+
+def registered_endpoints() -> list[tuple[str, str]]:
+    return sorted(_ENDPOINTS)
+
+
+@dataclass
+class Fault:
+    """The next `count` calls (-1: all until cleared) wait `latency` s, then get `status` if non-zero."""
+
+    provider: str
+    endpoint: str
+    status: int = 500
+    count: int = 1
+    retry_after: str | None = None
+    latency: float = 0.0
+    body: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "count": self.count,
+            "retry_after": self.retry_after,
+            "latency": self.latency,
+            "body": self.body,
+        }
+
+
+@dataclass
+class _TokenBucket:
+    tokens: float
+    updated_at: float
+
+
+class SandboxState:
+    """Calls, faults and rate-limit buckets; every method is safe from any thread (one lock)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._calls: list[dict[str, Any]] = []
+        self._faults: dict[tuple[str, str], list[Fault]] = {}
+        self._buckets: dict[Hashable, _TokenBucket] = {}
+        self._last_ts_micros = 0
+
+    # faults -----------------------------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> None:
+        """Faults for one endpoint queue up in the order they were added."""
+        with self._lock:
+            self._faults.setdefault((fault.provider, fault.endpoint), []).append(fault)
+
+    def faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [fault.as_dict() for queue in self._faults.values() for fault in queue]
+
+    def clear_faults(self) -> int:
+        with self._lock:
+            cleared = sum(len(queue) for queue in self._faults.values())
+            self._faults.clear()
+            return cleared
+
+    def take_fault(self, provider: str, name: str) -> Fault | None:
+        """The fault this call gets, used up atomically so concurrent calls never share one."""
+        with self._lock:
+            queue = self._faults.get((provider, name))
+            if not queue:
+                return None
+            fault = queue[0]
+            if fault.count > 0:
+                fault.count -= 1
+                if fault.count == 0:
+                    queue.pop(0)
+            return Fault(**fault.as_dict())
+
+    # calls ------------------------------------------------------------------------------------------
+
+    def record(self, call: dict[str, Any]) -> None:
+        with self._lock:
+            self._calls.append(call)
+
+    def calls(self, provider: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Oldest first, in the order the calls were answered (a delayed call lands when it ends)."""
+        with self._lock:
+            return [
+                call
+                for call in self._calls
+                if (provider is None or call["provider"] == provider)
+                and (name is None or call["endpoint"] == name)
+            ]
+
+    def reset_calls(self) -> int:
+        """Forget recorded calls and rate-limit state (faults stay: they have their own reset)."""
+        with self._lock:
+            cleared = len(self._calls)
+            self._calls.clear()
+            self._buckets.clear()
+            return cleared
+
+    # rate limits and ids ----------------------------------------------------------------------------
+
+    def take_token(self, key: Hashable, *, burst: int, per_second: float) -> float:
+        """0.0 when a token was taken from `key`'s bucket, else the seconds until one is available."""
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.setdefault(key, _TokenBucket(float(burst), now))
+            bucket.tokens = min(
+                float(burst), bucket.tokens + (now - bucket.updated_at) * per_second
+            )
+            bucket.updated_at = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return 0.0
+            return (1.0 - bucket.tokens) / per_second
+
+    def next_ts(self) -> str:
+        """A Slack-style message timestamp, "<unix>.<6 digits>", unique and increasing."""
+        with self._lock:
+            micros = max(time.time_ns() // 1000, self._last_ts_micros + 1)
+            self._last_ts_micros = micros
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Slack Web API (https://slack.com/api/{method}); see reference/providers.md section 3.5
+
+SLACK_BOT_USER = "U0SANDBOXBOT"
+SLACK_BOT_ID = "B0SANDBOXBOT"
+SLACK_TEAM = "T0SANDBOX"
+# chat.postMessage: about one message per second per channel, short bursts allowed.
+SLACK_POST_BURST = 5
+SLACK_POST_PER_SECOND = 1.0
+_SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{8,}")
+
+
+def _slack_error(error: str, status: int = 200, **headers: str) -> Reply:
+    """Slack answers most errors with HTTP 200 and `ok: false`."""
+    return Reply(status, {"ok": False, "error": error}, dict(headers))
+
+
+def _slack_auth(call: Incoming) -> Reply | None:
+    scheme, _, token = call.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _slack_error("not_authed")
+    if not token.strip().startswith("xoxb-"):
+        return _slack_error("invalid_auth")
+    return None
+
+
+def slack_channel_id(channel: str) -> str:
+    """Channel ids pass through; a name ("#ops") maps to a stable made-up id, as Slack answers ids."""
+    if _SLACK_CHANNEL_ID.fullmatch(channel):
+        return channel
+    digest = hashlib.sha256(channel.lstrip("#").encode()).hexdigest()[:10].upper()
+    return f"C{digest}"
+
+
+@endpoint("slack", "chat.postMessage")
+def slack_chat_post_message(state: SandboxState, call: Incoming) -> Reply:
+    if call.body_error:
+        return _slack_error(call.body_error)
+    if (denied := _slack_auth(call)) is not None:
+        return denied
+    params = call.params
+    channel = str(params.get("channel") or "").strip()
+    if not channel:
+        return _slack_error("channel_not_found")
+    text = params.get("text")
+    blocks = params.get("blocks")
+    if isinstance(blocks, str):  # form-encoded requests carry blocks as a JSON string
+        try:
+            blocks = json.loads(blocks)
+        except ValueError:
+            return _slack_error("invalid_blocks_format")
+    if blocks is not None and not isinstance(blocks, list):
+        return _slack_error("invalid_blocks_format")
+    if not text and not blocks:
+        return _slack_error("no_text")
+    channel_id = slack_channel_id(channel)
+    wait = state.take_token(
+        ("slack", "chat.postMessage", channel_id),
+        burst=SLACK_POST_BURST,
+        per_second=SLACK_POST_PER_SECOND,
+    )
+    if wait > 0:
+        return _slack_error("ratelimited", 429, **{"Retry-After": str(max(1, math.ceil(wait)))})
+    ts = state.next_ts()
+    message: dict[str, Any] = {
+        "type": "message",
+        "text": text or "",
+        "user": SLACK_BOT_USER,
+        "bot_id": SLACK_BOT_ID,
+        "team": SLACK_TEAM,
+        "ts": ts,
+    }
+    if blocks:
+        message["blocks"] = blocks
+    if params.get("thread_ts"):
+        message["thread_ts"] = str(params["thread_ts"])
+    return Reply(200, {"ok": True, "channel": channel_id, "ts": ts, "message": message})
+
+
+def _slack_unknown_method(_state: SandboxState, _call: Incoming) -> Reply:
+    return _slack_error("unknown_method")
+
+
+def _slack_fault_body(status: int) -> dict[str, Any]:
+    return {"ok": False, "error": "ratelimited" if status == 429 else "fatal_error"}
+
+
+_PROVIDERS["slack"] = ProviderSpec("slack", _slack_unknown_method, _slack_fault_body)
+
+
+async def _slack_route(request: Request) -> JSONResponse:
+    return await _serve(request, "slack", request.path_params["method"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pipeline every provider endpoint goes through
+
+
+async def _read_body(request: Request) -> tuple[dict[str, Any], str | None]:
+    """The body as a dict (JSON object or form fields), or a Slack-style error code naming the fault."""
+    raw = await request.body()
+    if not raw:
+        return {}, None
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    text = raw.decode("utf-8", errors="replace")
+    if content_type == "application/json":
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return {"_raw": text[:2000]}, "invalid_json"
+        if not isinstance(data, dict):
+            return {"_json": data}, "invalid_json"
+        return data, None
+    if content_type in ("application/x-www-form-urlencoded", ""):
+        return dict(parse_qsl(text, keep_blank_values=True)), None
+    # multipart (file uploads) is not played yet: python-multipart is not a dependency
+    return {"_raw": text[:2000]}, "invalid_form_data"
+
+
+def _took_effect(reply: Reply) -> bool:
+    if not 200 <= reply.status < 300:
+        return False
+    return not (isinstance(reply.body, dict) and reply.body.get("ok") is False)
+
+
+def _run_handler(state: SandboxState, call: Incoming) -> Reply:
+    handler = _ENDPOINTS.get((call.provider, call.endpoint))
+    if handler is None:
+        return _PROVIDERS[call.provider].unknown_endpoint(state, call)
+    try:
+        return handler(state, call)
+    except Exception:  # a sandbox bug: answer and record it rather than drop the call
+        log.exception("sandbox handler failed", provider=call.provider, endpoint=call.endpoint)
+        return Reply(500, {"ok": False, "error": "sandbox_handler_failed"})
+
+
+async def _answer(state: SandboxState, call: Incoming) -> tuple[Reply, bool, bool]:
+    """(reply, served by the real handler, a fault was applied)."""
+    fault = state.take_fault(call.provider, call.endpoint)
+    if fault is None:
+        return _run_handler(state, call), True, False
+    if fault.latency > 0:
+        await anyio.sleep(fault.latency)
+    if not fault.status:
+        return _run_handler(state, call), True, True
+    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+    body = (
+        fault.body if fault.body is not None else _PROVIDERS[call.provider].fault_body(fault.status)
+    )
+    return Reply(fault.status, body, headers), False, True
+
+
+async def _serve(request: Request, provider: str, name: str) -> JSONResponse:
+    state: SandboxState = request.app.state.sandbox
+    received_at = time.time()
+    body, body_error = await _read_body(request)
+    call = Incoming(
+        provider=provider,
+        endpoint=name,
+        method=request.method,
+        headers={key.lower(): value for key, value in request.headers.items()},
+        query=dict(request.query_params),
+        body=body,
+        body_error=body_error,
+    )
+    # Shielded: a client that gives up during injected latency must not stop the work or its record
+    # (a SIGKILLed worker's call still takes effect once, as it would at the real provider).
+    with anyio.CancelScope(shield=True):
+        reply, by_handler, faulted = await _answer(state, call)
+        effect = by_handler and _took_effect(reply)
+        state.record(
+            {
+                "provider": provider,
+                "endpoint": name,
+                "method": call.method,
+                "query": call.query,
+                "body": call.body,
+                "headers": {k: v for k, v in call.headers.items() if k != "authorization"},
+                "status": reply.status,
+                "effect": effect,
+                "fault": faulted,
+                "received_at": received_at,
+            }
+        )
+    log.info(
+        "sandbox call",
+        provider=provider,
+        endpoint=name,
+        status=reply.status,
+        effect=effect,
+        fault=faulted,
+    )
+    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Control API
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+def _fault_from_json(data: Any) -> Fault | str:
+    """A validated fault, or what is wrong with the request (typos must not silently do nothing)."""
+    if not isinstance(data, dict):
+        return "expected a JSON object"
+    provider, name = data.get("provider"), data.get("endpoint")
+    if not isinstance(provider, str) or not isinstance(name, str):
+        return "provider and endpoint are required strings"
+    if (provider, name) not in _ENDPOINTS:
+        known = ", ".join(f"{p}/{e}" for p, e in registered_endpoints())
+        return f"unknown endpoint {provider}/{name}; known: {known}"
+    status = data.get("status", 500)
+    if (
+        not isinstance(status, int)
+        or isinstance(status, bool)
+        or not (status == 0 or 100 <= status <= 599)
+    ):
+        return "status must be 0 (latency only) or an HTTP status"
+    count = data.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not (count >= 1 or count == -1):
+        return "count must be a positive integer, or -1 for every call until cleared"
+    latency = data.get("latency", 0.0)
+    if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
+        return "latency must be a non-negative number of seconds"
+    retry_after = data.get("retry_after")
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int | float | str | None):
+        return "retry_after must be a number of seconds"
+    if isinstance(retry_after, float) and retry_after.is_integer():
+        retry_after = int(retry_after)
+    return Fault(
+        provider=provider,
+        endpoint=name,
+        status=status,
+        count=count,
+        retry_after=None if retry_after is None else str(retry_after),
+        latency=float(latency),
+        body=data.get("body"),
+    )
+
+
+async def _post_fault(request: Request) -> JSONResponse:
+    try:
+        data = await request.json()
+    except ValueError:
+        return _bad_request("body must be JSON")
+    fault = _fault_from_json(data)
+    if isinstance(fault, str):
+        return _bad_request(fault)
+    request.app.state.sandbox.add_fault(fault)
+    return JSONResponse({"fault": fault.as_dict()}, status_code=201)
+
+
+async def _list_faults(request: Request) -> JSONResponse:
+    return JSONResponse({"faults": request.app.state.sandbox.faults()})
+
+
+async def _clear_faults(request: Request) -> JSONResponse:
+    return JSONResponse({"cleared": request.app.state.sandbox.clear_faults()})
+
+
+async def _list_calls(request: Request) -> JSONResponse:
+    state: SandboxState = request.app.state.sandbox
+    calls = state.calls(request.query_params.get("provider"), request.query_params.get("endpoint"))
+    return JSONResponse({"calls": calls})
+
+
+async def _reset_calls(request: Request) -> JSONResponse:
+    return JSONResponse({"cleared": request.app.state.sandbox.reset_calls()})
+
+
+async def _health(_request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def create_sandbox_app() -> Starlette:
+    """A fresh sandbox with its own state (tests may run several side by side)."""
+    app = Starlette(
+        routes=[
+            Route("/_sandbox/health", _health, methods=["GET"]),
+            Route("/_sandbox/faults", _post_fault, methods=["POST"]),
+            Route("/_sandbox/faults", _list_faults, methods=["GET"]),
+            Route("/_sandbox/faults", _clear_faults, methods=["DELETE"]),
+            Route("/_sandbox/calls", _list_calls, methods=["GET"]),
+            Route("/_sandbox/calls", _reset_calls, methods=["DELETE"]),
+            Route("/slack/api/{method}", _slack_route, methods=["GET", "POST"]),
+        ]
+    )
+    app.state.sandbox = SandboxState()
+    return app
