@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Redis visibility timeout must outlive the longest task hard time limit (see workers.queues).
     task_default_time_limit: int = 300
     broker_visibility_timeout: int = 3600
+    # How often workers look for messages whose worker died (kombu scans every interval x throttle).
+    broker_unacked_restore_interval: int = 10
+    broker_unacked_restore_throttle: int = 10
     enqueue_timeout_seconds: float = 2.0
 
     # Retries after the first attempt, then a dead letter (the seed platform's runbook says 3).

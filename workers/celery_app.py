@@ -39,6 +39,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             # Longer than any task's hard limit, or Redis redelivers a task that is still running.
             "visibility_timeout": settings.broker_visibility_timeout,
+            "unacked_restore_interval": settings.broker_unacked_restore_interval,
+            "unacked_restore_throttle": settings.broker_unacked_restore_throttle,
             "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
             "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
         },

@@ -36,7 +36,9 @@ pytestmark = pytest.mark.integration
 OPERATORS_CHANNEL = "#hookfleet-ops-test"
 
 
-def fleet_env(database_url: str, redis_url: str, sandbox: SandboxServer | None = None) -> dict[str, str]:
+def fleet_env(
+    database_url: str, redis_url: str, sandbox: SandboxServer | None = None
+) -> dict[str, str]:
     """What an operator would export; the processes read it as they would in production.
 
     Retries and alerts run on short clocks here so a test sees 1 + 3 attempts in seconds.

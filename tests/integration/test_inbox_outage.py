@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from schemas.migrate import upgrade
@@ -31,10 +32,21 @@ def own_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
     shutil.rmtree(server.directory, ignore_errors=True)
 
 
-def _post(url: str) -> httpx.Response:
-    body = body_of(StripeCustomer.new().event("checkout.session.completed"))
+def _post(url: str, sent: list[str] | None = None) -> httpx.Response:
+    event = StripeCustomer.new().event("checkout.session.completed")
+    if sent is not None:
+        sent.append(event["id"])
+    body = body_of(event)
     headers = sign_stripe(body, secret=STRIPE_SECRET, at=datetime.now(UTC))
     return httpx.post(f"{url}/webhooks/stripe", content=body, headers=headers, timeout=15)
+
+
+def _stored(database_url: str, event_ids: list[str]) -> int:
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM webhook_events WHERE event_id = ANY(%s)", (event_ids,)
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_gateway_answers_503_while_postgres_is_stopped_and_recovers(
@@ -50,14 +62,18 @@ def test_gateway_answers_503_while_postgres_is_stopped_and_recovers(
         assert _post(url).status_code == 200
 
         own_postgres.stop()
-        down = _post(url)
+        refused: list[str] = []
+        during = [_post(url, refused) for _ in range(5)]
         ready = httpx.get(f"{url}/readyz", timeout=15)
 
-        assert (down.status_code, down.json()) == (503, {"error": "inbox_unavailable"})
+        assert [(r.status_code, r.json()) for r in during] == [
+            (503, {"error": "inbox_unavailable"})
+        ] * 5
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"] is False
 
         own_postgres.start()
         assert _post(url).status_code == 200
+        assert _stored(own_postgres.url, refused) == 0  # nothing acknowledged was lost, none stored
     finally:
         gateway.stop()

@@ -87,7 +87,9 @@ def test_provider_failing_twice_with_500_succeeds_on_the_third_attempt_with_grow
 
     event, invoice = _payment_failed(fleet)
 
-    wait_until(lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done")
+    wait_until(
+        lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done"
+    )
     posts = _posts_about(clean_sandbox, invoice)
     print(f"\n500x2: statuses={[p['status'] for p in posts]} gaps={_gaps(posts)}s")
     assert [post["status"] for post in posts] == [500, 500, 200]
@@ -104,7 +106,9 @@ def test_429_with_retry_after_delays_the_next_attempt_at_least_that_long(
 
     event, invoice = _payment_failed(fleet)
 
-    wait_until(lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done")
+    wait_until(
+        lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done"
+    )
     posts = _posts_about(clean_sandbox, invoice)
     print(f"\n429 Retry-After 2: statuses={[p['status'] for p in posts]} gap={_gaps(posts)}s")
     assert [post["status"] for post in posts] == [429, 200]
@@ -115,7 +119,11 @@ def test_permanent_400_is_dead_lettered_after_one_attempt_and_alerted(
     fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
 ) -> None:
     clean_sandbox.fault(
-        "slack", "chat.postMessage", status=400, count=1, body={"ok": False, "error": "invalid_blocks"}
+        "slack",
+        "chat.postMessage",
+        status=400,
+        count=1,
+        body={"ok": False, "error": "invalid_blocks"},
     )
 
     event, invoice = _payment_failed(fleet)
@@ -152,7 +160,9 @@ def test_always_failing_task_gets_four_attempts_one_dead_letter_one_alert_and_re
 
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert "Replayed 1 of 1" in replay.stdout
-    wait_until(lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done")
+    wait_until(
+        lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done"
+    )
     effects = [post for post in _posts_about(clean_sandbox, invoice) if post["effect"]]
     assert len(effects) == 1
     (replayed,) = _dead_letters(pg_engine, id=dead.id)
@@ -195,14 +205,20 @@ def test_a_storm_of_failures_sends_a_summary_not_a_message_each(
     def all_dead() -> bool:
         with Session(pg_engine) as session:
             rows = session.scalars(
-                select(DeadLetter).where(DeadLetter.task_name == "tests.fault_tasks.always_permanent")
+                select(DeadLetter).where(
+                    DeadLetter.task_name == "tests.fault_tasks.always_permanent"
+                )
             ).all()
         return sum(1 for row in rows if str(row.args[0]).startswith(marker)) == 20
 
     wait_until(all_dead, timeout=30, what="20 dead letters")
     wait_until(
-        lambda: _dead_letters(pg_engine, task_name="tests.fault_tasks.always_permanent", alerted_at=None)
-        == [],
+        lambda: (
+            _dead_letters(
+                pg_engine, task_name="tests.fault_tasks.always_permanent", alerted_at=None
+            )
+            == []
+        ),
         timeout=15,
         what="every dead letter alerted",
     )
@@ -221,7 +237,9 @@ def test_task_that_kills_its_worker_every_time_ends_as_a_dead_letter(
 
     wait_until(lambda: _dead_letters(pg_engine, args=[marker]), timeout=60, what="dead letter")
     (dead,) = _dead_letters(pg_engine, args=[marker])
-    print(f"\nkilled worker: delivered {dead.attempts + 1} times, dead-lettered: {dead.exc_message}")
+    print(
+        f"\nkilled worker: delivered {dead.attempts + 1} times, dead-lettered: {dead.exc_message}"
+    )
     assert dead.exc_type.endswith("WorkerLostRepeatedlyError")
     assert dead.attempts == 4
     fleet.worker.assert_running()

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
+from schemas.db import session_scope
+from workers import runtime
+from workers.audit import audit
 from workers.base_task import GatewayTask
 from workers.celery_app import app
 
@@ -26,3 +30,13 @@ def kill_own_worker(marker: str) -> None:
 @app.task(name="tests.fault_tasks.always_permanent", base=_NoInbox)
 def always_permanent(marker: str) -> None:
     raise ValueError(f"permanent failure for {marker}")
+
+
+@app.task(name="tests.fault_tasks.slow_mark", base=_NoInbox)
+def slow_mark(marker: str, seconds: float) -> None:
+    """Takes `seconds`, then leaves one audit row per run, so a test can count runs per marker."""
+    time.sleep(seconds)
+    with session_scope(runtime.sessions()) as session:
+        audit(
+            session, actor="test", action="test.slow_mark", entity_type="marker", entity_id=marker
+        )
