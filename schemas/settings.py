@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     flower_port: int = 5555
+    sandbox_port: int = 8765
     public_base_url: str = "http://127.0.0.1:8000"
 
     # Redis visibility timeout must outlive the longest task hard time limit (see workers.queues).

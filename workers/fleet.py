@@ -75,12 +75,18 @@ def run_fleet() -> None:
             "sandbox mode: no STRIPE_WEBHOOK_SECRET set, using a local one; "
             "try `.venv/bin/hookfleet send stripe checkout.session.completed`"
         )
+    sandbox_url = f"http://127.0.0.1:{settings.sandbox_port}"
+    if settings.slack_bot_token is None:
+        env["SLACK_BOT_TOKEN"] = "xoxb-sandbox"
+        env["SLACK_API_BASE"] = f"{sandbox_url}/slack/api/"
+        notes.append(f"no SLACK_BOT_TOKEN: Slack is played by the sandbox at {sandbox_url}")
     upgrade(settings)
     STATE_DIR.mkdir(exist_ok=True)
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
     broker = urlsplit(redis_url)  # printed without its password
     print(f"hookfleet gateway  {gateway}  (webhooks at {gateway}/webhooks/<provider>)")
     print(f"hookfleet flower   http://127.0.0.1:{settings.flower_port}")
+    print(f"hookfleet sandbox  {sandbox_url}  (calls it received: {sandbox_url}/_sandbox/calls)")
     print(f"hookfleet database {settings.database_url.split('@')[-1]}")
     print(
         f"hookfleet broker   {broker.scheme}://{broker.hostname}:{broker.port or 6379}{broker.path}"
@@ -109,6 +115,9 @@ def run_fleet() -> None:
         f"{celery} flower --address=127.0.0.1 --port={settings.flower_port} "
         f"--persistent=True --db={STATE_DIR}/flower.db --max_tasks=10000",
         env=env,
+    )
+    manager.add_process(
+        "sandbox", f"{python} -m workers.sandbox.cli serve --port {settings.sandbox_port}", env=env
     )
     try:
         manager.loop()

@@ -30,12 +30,17 @@ def _active_members(database: Path) -> list[tuple[str, str]]:
 def test_fleet_starts_on_sqlite_announces_itself_and_processes_a_sent_event(
     redis: Service, tmp_path: Path
 ) -> None:
-    gateway_port, flower_port = free_port(), free_port()
+    gateway_port, flower_port, sandbox_port = free_port(), free_port(), free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_"))},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("STRIPE_", "DATABASE_", "SLACK_"))
+        },
         "REDIS_URL": redis_url_of(redis),
         "GATEWAY_PORT": str(gateway_port),
         "FLOWER_PORT": str(flower_port),
+        "SANDBOX_PORT": str(sandbox_port),
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{gateway_port}",
     }
     log = (tmp_path / "fleet.log").open("wb")
@@ -52,12 +57,17 @@ def test_fleet_starts_on_sqlite_announces_itself_and_processes_a_sent_event(
 
         def fleet_up() -> bool:
             assert fleet.poll() is None, f"hookfleet run exited:\n{output.read_text()}"
-            return _answers(f"http://127.0.0.1:{gateway_port}/healthz") and _answers(
-                f"http://127.0.0.1:{flower_port}/healthcheck"
+            return all(
+                _answers(url)
+                for url in (
+                    f"http://127.0.0.1:{gateway_port}/healthz",
+                    f"http://127.0.0.1:{flower_port}/healthcheck",
+                    f"http://127.0.0.1:{sandbox_port}/_sandbox/health",
+                )
             )
 
-        wait_until(fleet_up, timeout=60, interval=0.5, what="gateway and Flower")
-        first_lines = output.read_text().splitlines()[:5]
+        wait_until(fleet_up, timeout=60, interval=0.5, what="gateway, Flower and the sandbox")
+        first_lines = output.read_text().splitlines()[:8]
         assert first_lines[0].startswith(f"hookfleet gateway  http://127.0.0.1:{gateway_port}")
         assert any("sandbox mode" in line for line in first_lines)
 
