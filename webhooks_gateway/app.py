@@ -1,4 +1,4 @@
-"""The ASGI app: webhook routes for the enabled providers, health, readiness.
+"""The ASGI app: webhook routes for the enabled providers, health, readiness, the admin API.
 
 Starlette rather than FastAPI: the webhook path must read the exact raw bytes before any parsing, and
 has no request model to validate, so FastAPI's layer would only cost time on the hot path.
@@ -10,17 +10,25 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy.orm import sessionmaker
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from schemas.db import make_async_engine
+from schemas.db import make_async_engine, make_engine
 from schemas.settings import Settings
+from webhooks_gateway.admin import create_admin_api
 from webhooks_gateway.enqueue import celery_enqueue
 from webhooks_gateway.health import healthz, readyz
 from webhooks_gateway.ingest import Enqueue, Ingest
 from webhooks_gateway.providers import PROVIDERS
 from workers.celery_app import make_celery
+from workers.dead_letters import SendTask
+from workers.enqueue import publish_process_event, task_sender
 from workers.logging import configure_logging, get_logger
+from workers.rate_limit import TokenBucket
 
 log = get_logger(__name__)
 
@@ -34,10 +42,33 @@ def create_app(
     *,
     enqueue: Enqueue | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    send_task: SendTask | None = None,
+    publish: Callable[[int], str] | None = None,
+    bucket: TokenBucket | None = None,
 ) -> Starlette:
-    """`enqueue` defaults to publishing on the configured broker; tests may pass a recorder."""
+    """`enqueue`, `send_task` and `publish` default to the configured broker and `bucket` to a token
+    bucket on REDIS_URL; tests may pass recorders and a bucket of their own."""
     engine = make_async_engine(settings)
     celery = make_celery(settings)
+    # The admin API's routes are sync (run in the threadpool) and share the workers' store functions.
+    admin_engine = make_engine(settings)
+    limiter_redis = None
+    if bucket is None:
+        # One immediate retry (a connection dropped by a Redis restart), no backoff: while Redis is
+        # down the limiter lets requests through, and must not slow each of them down first.
+        limiter_redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+            retry=Retry(NoBackoff(), 1),
+        )
+        bucket = TokenBucket(limiter_redis)
+    admin = create_admin_api(
+        sessions=sessionmaker(admin_engine, expire_on_commit=False),
+        send_task=send_task or task_sender(celery),
+        publish=publish or (lambda inbox_id: publish_process_event(celery, inbox_id)),
+        bucket=bucket,
+    )
     ingest = Ingest(
         settings=settings,
         engine=engine,
@@ -50,11 +81,15 @@ def create_app(
         _announce_providers(settings)
         yield
         await engine.dispose()
+        admin_engine.dispose()
+        if limiter_redis is not None:
+            limiter_redis.close()
 
     routes = [
         Route("/webhooks/{provider}", ingest.handle, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz(engine, celery), methods=["GET"]),  # type: ignore[arg-type]
+        Mount("/admin/api", app=admin),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -41,7 +41,7 @@ def backoff_seconds(
 ) -> float:
     """Exponential backoff with equal jitter (each delay at least the previous one's ceiling / 2
     and growing), never shorter than the provider's Retry-After."""
-    ceiling = min(cap, base * 2**retries_so_far)
+    ceiling: float = min(cap, base * 2.0**retries_so_far)
     delay = ceiling / 2 + random.uniform(0, ceiling / 2)
     return max(delay, retry_after or 0.0)
 
@@ -127,7 +127,9 @@ class GatewayTask(Task):  # type: ignore[misc]
 
     def _first_attempt_at(self) -> datetime | None:
         raw = runtime.redis().hget(ATTEMPTS_KEY.format(task_id=self.request.id), "first_at")
-        return datetime.fromisoformat(raw.decode()) if raw else None
+        if raw is None:
+            return None
+        return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
 
     def _dead_letter(
         self,

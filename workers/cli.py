@@ -6,6 +6,7 @@ import click
 
 from schemas.settings import Settings
 from workers.cli_dlq import dlq, events
+from workers.cli_keys import keys
 from workers.logging import configure_logging
 from workers.sandbox.cli import sandbox
 
@@ -18,6 +19,7 @@ def main() -> None:
 main.add_command(dlq)
 main.add_command(events)
 main.add_command(sandbox)
+main.add_command(keys)
 
 
 @main.group()

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
-from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.db import make_engine, session_scope
+from schemas.db import session_scope
 from schemas.settings import Settings
 from workers import dead_letters, inbox_events
 from workers.celery_app import make_celery
-from workers.enqueue import publish_process_event
+from workers.cli_context import cli_actor, cli_sessions
+from workers.enqueue import publish_process_event, task_sender
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -39,27 +37,8 @@ def parse_since(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def actor() -> str:
-    return f"cli:{getpass.getuser()}"
-
-
-@contextmanager
-def _sessions() -> Iterator[tuple[Settings, sessionmaker[Session]]]:
-    settings = Settings()
-    engine = make_engine(settings)
-    try:
-        yield settings, sessionmaker(engine, expire_on_commit=False)
-    finally:
-        engine.dispose()
-
-
 def _sender(settings: Settings) -> dead_letters.SendTask:
-    celery = make_celery(settings)
-
-    def send(name: str, args: list[Any], kwargs: dict[str, Any], headers: dict[str, Any]) -> str:
-        return str(celery.send_task(name, args=args, kwargs=kwargs, headers=headers).id)
-
-    return send
+    return task_sender(make_celery(settings))
 
 
 def _publisher(settings: Settings) -> Callable[[int], str]:
@@ -90,7 +69,7 @@ def dlq() -> None:
 def dlq_list(
     task: str | None, status: str | None, since: str | None, limit: int, as_json: bool
 ) -> None:
-    with _sessions() as (_, sessions), session_scope(sessions) as session:
+    with cli_sessions() as (_, sessions), session_scope(sessions) as session:
         rows = dead_letters.query(
             session, task=task, status=status, since=parse_since(since), limit=limit
         )
@@ -103,7 +82,7 @@ def dlq_list(
 @dlq.command("show")
 @click.argument("dead_letter_id", type=int)
 def dlq_show(dead_letter_id: int) -> None:
-    with _sessions() as (_, sessions), session_scope(sessions) as session:
+    with cli_sessions() as (_, sessions), session_scope(sessions) as session:
         try:
             row = dead_letters.get(session, dead_letter_id)
         except dead_letters.DeadLetterNotFoundError as exc:
@@ -125,7 +104,7 @@ def dlq_replay(
         raise click.UsageError("give either one ID or --all (with --task/--since filters)")
     if dead_letter_id is not None and (task or since):
         raise click.UsageError("--task and --since filter --all, not a single ID")
-    with _sessions() as (settings, sessions):
+    with cli_sessions() as (settings, sessions):
         with session_scope(sessions) as session:
             if dead_letter_id is not None:
                 ids = [dead_letters.get(session, dead_letter_id).id]
@@ -144,8 +123,7 @@ def dlq_replay(
         send, replayed = _sender(settings), 0
         for one in ids:
             try:
-                with session_scope(sessions) as session:
-                    new_task_id = dead_letters.replay(session, one, send=send, actor=actor())
+                new_task_id = dead_letters.replay(sessions, one, send=send, actor=cli_actor())
                 click.echo(f"dead letter {one} -> task {new_task_id}")
                 replayed += 1
             except (dead_letters.DeadLetterStateError, dead_letters.DeadLetterNotFoundError) as exc:
@@ -159,10 +137,10 @@ def dlq_replay(
 @click.argument("dead_letter_id", type=int)
 @click.option("--reason", required=True)
 def dlq_discard(dead_letter_id: int, reason: str) -> None:
-    with _sessions() as (_, sessions):
+    with cli_sessions() as (_, sessions):
         try:
             with session_scope(sessions) as session:
-                dead_letters.discard(session, dead_letter_id, reason=reason, actor=actor())
+                dead_letters.discard(session, dead_letter_id, reason=reason, actor=cli_actor())
         except (LookupError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"dead letter {dead_letter_id} discarded")
@@ -188,7 +166,7 @@ def events_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    with _sessions() as (_, sessions), session_scope(sessions) as session:
+    with cli_sessions() as (_, sessions), session_scope(sessions) as session:
         rows = inbox_events.query(
             session,
             provider=provider,
@@ -204,7 +182,7 @@ def events_list(
 @events.command("show")
 @click.argument("inbox_id", type=int)
 def events_show(inbox_id: int) -> None:
-    with _sessions() as (_, sessions), session_scope(sessions) as session:
+    with cli_sessions() as (_, sessions), session_scope(sessions) as session:
         try:
             row = inbox_events.get(session, inbox_id)
         except inbox_events.InboxEventNotFoundError as exc:
@@ -216,12 +194,11 @@ def events_show(inbox_id: int) -> None:
 @click.argument("inbox_id", type=int)
 def events_replay(inbox_id: int) -> None:
     """Process a stored event again from the start (after a fix); done side effects stay done."""
-    with _sessions() as (settings, sessions):
+    with cli_sessions() as (settings, sessions):
         try:
-            with session_scope(sessions) as session:
-                task_id = inbox_events.replay(
-                    session, inbox_id, publish=_publisher(settings), actor=actor()
-                )
+            task_id = inbox_events.replay(
+                sessions, inbox_id, publish=_publisher(settings), actor=cli_actor()
+            )
         except inbox_events.InboxEventNotFoundError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"inbox event {inbox_id} -> task {task_id}")

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.db import session_scope
 from schemas.tables import DeadLetter, utcnow
 from workers.audit import audit
 
@@ -35,8 +37,8 @@ class DeadLetterStateError(ValueError):
     """Only a `dead` row can be replayed or discarded; the others were already acted on."""
 
 
-# Sends (task name, args, kwargs, headers) to the broker and returns the new task id.
-SendTask = Callable[[str, list[Any], dict[str, Any], dict[str, Any]], str]
+# Sends (task name, args, kwargs, headers, task id) to the broker and returns the task id.
+SendTask = Callable[[str, list[Any], dict[str, Any], dict[str, Any], str], str]
 
 
 def record(
@@ -109,23 +111,46 @@ def _require_dead(row: DeadLetter) -> None:
         raise DeadLetterStateError(f"dead letter {row.id} is {row.status}, not dead")
 
 
-def replay(session: Session, dead_letter_id: int, *, send: SendTask, actor: str) -> str:
-    """Send the same task with the same arguments; the row becomes `replayed` with the new task id."""
-    row = get(session, dead_letter_id, lock=True)
-    _require_dead(row)
-    new_task_id = send(row.task_name, list(row.args), dict(row.kwargs), {REPLAY_HEADER: row.id})
-    row.status = DeadLetterStatus.REPLAYED
-    row.replayed_task_id = new_task_id
-    audit(
-        session,
-        actor=actor,
-        action="dead_letter.replayed",
-        entity_type="dead_letter",
-        entity_id=row.id,
-        inbox_id=row.inbox_id,
-        task=row.task_name,
-        new_task_id=new_task_id,
-    )
+def replay(
+    sessions: sessionmaker[Session], dead_letter_id: int, *, send: SendTask, actor: str
+) -> str:
+    """Send the same task with the same arguments; the row becomes `replayed` with the new task id.
+
+    The row is marked (under a task id chosen here) and committed before the send, so two operators
+    cannot both replay it; a send that fails puts the row back to `dead`.
+    """
+    new_task_id = str(uuid4())
+    with session_scope(sessions) as session:
+        row = get(session, dead_letter_id, lock=True)
+        _require_dead(row)
+        row.status, row.replayed_task_id = DeadLetterStatus.REPLAYED, new_task_id
+        task_name, args, kwargs = row.task_name, list(row.args), dict(row.kwargs)
+        audit(
+            session,
+            actor=actor,
+            action="dead_letter.replayed",
+            entity_type="dead_letter",
+            entity_id=row.id,
+            inbox_id=row.inbox_id,
+            task=task_name,
+            new_task_id=new_task_id,
+        )
+    try:
+        send(task_name, args, kwargs, {REPLAY_HEADER: dead_letter_id}, new_task_id)
+    except Exception as exc:
+        with session_scope(sessions) as session:
+            row = get(session, dead_letter_id, lock=True)
+            if row.replayed_task_id == new_task_id:
+                row.status, row.replayed_task_id = DeadLetterStatus.DEAD, None
+                audit(
+                    session,
+                    actor=actor,
+                    action="dead_letter.replay_failed",
+                    entity_type="dead_letter",
+                    entity_id=row.id,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+        raise
     return new_task_id
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from celery import Celery
 
 PROCESS_EVENT = "tasks.dispatch.process_event"
@@ -15,3 +18,25 @@ def publish_process_event(app: Celery, inbox_id: int) -> str:
         PROCESS_EVENT, args=[inbox_id], retry=True, retry_policy=PUBLISH_RETRY_POLICY
     )
     return str(result.id)
+
+
+def task_sender(
+    app: Celery,
+) -> Callable[[str, list[Any], dict[str, Any], dict[str, Any], str], str]:
+    """Dead-letter replays: the same task by name and task id, failing fast when the broker is gone."""
+
+    def send(
+        name: str, args: list[Any], kwargs: dict[str, Any], headers: dict[str, Any], task_id: str
+    ) -> str:
+        result = app.send_task(
+            name,
+            args=args,
+            kwargs=kwargs,
+            headers=headers,
+            task_id=task_id,
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
+        return str(result.id)
+
+    return send

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.db import session_scope
 from schemas.tables import InboxStatus, WebhookEvent, utcnow
 from workers.audit import audit
 from workers.effects import forget_handled
@@ -49,23 +50,34 @@ def get(session: Session, inbox_id: int, *, lock: bool = False) -> WebhookEvent:
     return row
 
 
-def replay(session: Session, inbox_id: int, *, publish: Callable[[int], str], actor: str) -> str:
-    """Process the stored event again from the start; side effects already done stay done."""
-    row = get(session, inbox_id, lock=True)
-    previous = row.status
-    forget_handled(session, inbox_id)
-    row.status, row.enqueued_at, row.processed_at = InboxStatus.ENQUEUED, utcnow(), None
+def replay(
+    sessions: sessionmaker[Session], inbox_id: int, *, publish: Callable[[int], str], actor: str
+) -> str:
+    """Process the stored event again from the start; side effects already done stay done.
+
+    The reset is committed before the publish (a worker must see it); if the publish fails the row
+    stays `received` and the inbox sweep sends it.
+    """
+    with session_scope(sessions) as session:
+        row = get(session, inbox_id, lock=True)
+        audit(
+            session,
+            actor=actor,
+            action="inbox_event.replayed",
+            entity_type="webhook_event",
+            entity_id=inbox_id,
+            inbox_id=inbox_id,
+            previous_status=row.status,
+        )
+        forget_handled(session, inbox_id)
+        row.status, row.enqueued_at, row.processed_at = InboxStatus.RECEIVED, None, None
     task_id = publish(inbox_id)
-    audit(
-        session,
-        actor=actor,
-        action="inbox_event.replayed",
-        entity_type="webhook_event",
-        entity_id=inbox_id,
-        inbox_id=inbox_id,
-        previous_status=previous,
-        task_id=task_id,
-    )
+    with session_scope(sessions) as session:
+        session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == inbox_id, WebhookEvent.status == InboxStatus.RECEIVED)
+            .values(status=InboxStatus.ENQUEUED, enqueued_at=utcnow())
+        )
     return task_id
 
 

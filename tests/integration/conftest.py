@@ -117,24 +117,29 @@ def running_fleet(
     sandbox: SandboxServer | None = None,
     *,
     beat: bool = False,
-    **overrides: str,
+    overrides: dict[str, str] | None = None,
 ) -> Iterator[Fleet]:
     """Gateway and worker (and beat) as separate processes, stopped when the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**fleet_env(database_url, redis_url, sandbox), **overrides}
+    env = {**fleet_env(database_url, redis_url, sandbox), **(overrides or {})}
     port = free_port()
     with ExitStack() as stack:
         gateway = gateway_service(port, env, workdir)
         gateway.start()
         stack.callback(gateway.stop)
         fleet = Fleet(f"http://127.0.0.1:{port}", redis_url, env, gateway, gateway)
-        stack.callback(lambda: [service.stop() for service in fleet.services.values()])
+        stack.callback(lambda: _stop_all(fleet))
         fleet.worker = fleet.start_worker()
         if beat:
             fleet.services["beat"] = beat_service(env, workdir)
             fleet.services["beat"].start()
         wait_for_http(f"{fleet.url}/healthz", gateway)
         yield fleet
+
+
+def _stop_all(fleet: Fleet) -> None:
+    for service in fleet.services.values():
+        service.stop()
 
 
 @pytest.fixture(scope="session")

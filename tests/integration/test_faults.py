@@ -71,7 +71,7 @@ def test_worker_sigkilled_mid_call_finishes_after_restart_with_the_effect_once(
             "BROKER_UNACKED_RESTORE_THROTTLE": "1",
         }
         with running_fleet(
-            database_url, redis_url_of(redis), tmp_path, sandbox, **overrides
+            database_url, redis_url_of(redis), tmp_path, sandbox, overrides=overrides
         ) as fleet:
             assert fleet.deliver(event).status_code == 200
             wait_until(lambda: _effect_state(pg_engine, key) == "started", what="the call to begin")

@@ -10,8 +10,10 @@ import os
 import subprocess
 import sys
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -64,9 +66,13 @@ def _dead_letter_for(engine: Engine, event_id: str) -> DeadLetter:
     return row
 
 
+def _wait_processed(engine: Engine, event_id: str) -> None:
+    wait_until(lambda: _inbox_status(engine, event_id) == "processed", timeout=30, what=event_id)
+
+
 def _gaps(calls: list[dict[str, Any]]) -> list[float]:
     times = [float(call["received_at"]) for call in calls]
-    return [round(later - earlier, 3) for earlier, later in zip(times, times[1:], strict=False)]
+    return [round(later - earlier, 3) for earlier, later in pairwise(times)]
 
 
 def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
@@ -243,3 +249,56 @@ def test_task_that_kills_its_worker_every_time_ends_as_a_dead_letter(
     assert dead.exc_type.endswith("WorkerLostRepeatedlyError")
     assert dead.attempts == 4
     fleet.worker.assert_running()
+
+
+def _key_from_cli(fleet: Fleet, scopes: str, rate: int) -> str:
+    name = f"ops-{os.getpid()}-{int(datetime.now().timestamp() * 1000)}"
+    created = _cli(
+        fleet, "keys", "create", "--name", name, "--scopes", scopes, "--rate-per-minute", str(rate)
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    return next(line for line in created.stdout.splitlines() if line.startswith("hf_"))
+
+
+def test_admin_api_over_http_refuses_401_403_429_and_replays_like_the_cli(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    api = f"{fleet.url}/admin/api"
+    reader = _key_from_cli(fleet, "dlq:read", rate=120)
+    writer = _key_from_cli(fleet, "dlq:read,dlq:write", rate=120)
+    slow = _key_from_cli(fleet, "dlq:read", rate=2)
+    clean_sandbox.fault(
+        "slack",
+        "chat.postMessage",
+        status=400,
+        count=2,
+        body={"ok": False, "error": "invalid_blocks"},
+    )
+    via_api_event, via_api_invoice = _payment_failed(fleet)
+    via_cli_event, via_cli_invoice = _payment_failed(fleet)
+    via_api = _dead_letter_for(pg_engine, via_api_event["id"])
+    via_cli = _dead_letter_for(pg_engine, via_cli_event["id"])
+
+    assert httpx.get(f"{api}/dead-letters").status_code == 401
+    assert httpx.get(f"{api}/dead-letters", headers=_bearer("hf_00000000_nope")).status_code == 401
+    forbidden = httpx.post(f"{api}/dead-letters/{via_api.id}/replay", headers=_bearer(reader))
+    assert forbidden.status_code == 403
+    limited = [httpx.get(f"{api}/dead-letters", headers=_bearer(slow)) for _ in range(3)]
+    assert [r.status_code for r in limited] == [200, 200, 429]
+    assert int(limited[-1].headers["Retry-After"]) >= 1
+
+    replayed = httpx.post(f"{api}/dead-letters/{via_api.id}/replay", headers=_bearer(writer))
+    by_cli = _cli(fleet, "dlq", "replay", str(via_cli.id))
+
+    assert replayed.status_code == 200
+    assert by_cli.returncode == 0
+    for event, invoice in ((via_api_event, via_api_invoice), (via_cli_event, via_cli_invoice)):
+        _wait_processed(pg_engine, event["id"])
+        assert [post["effect"] for post in _posts_about(clean_sandbox, invoice)] == [False, True]
+    rows = {row.id: row for row in _dead_letters(pg_engine, task_name=ANNOUNCE)}
+    assert rows[via_api.id].status == rows[via_cli.id].status == "replayed"
+    assert rows[via_api.id].replayed_task_id == replayed.json()["new_task_id"]
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from schemas.tables import InboxStatus, WebhookEvent
 from tasks.dispatch import DISPATCH, route_event
 from tasks.inbox import InboxRowMissingError, finish
-from workers.effects import mark_handled
 from tests.support.stripe_fixtures import StripeCustomer, body_of
+from workers.effects import mark_handled
 
 
 def _stored(session: Session, event_type: str, body: bytes | None = None) -> WebhookEvent:

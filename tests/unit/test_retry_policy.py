@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import httpx
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -79,7 +81,7 @@ def test_unparseable_retry_after_is_ignored() -> None:
 def test_backoff_grows_with_each_retry_whatever_the_jitter() -> None:
     for _ in range(200):
         delays = [backoff_seconds(n, base=1.0, cap=600, retry_after=None) for n in range(4)]
-        assert all(earlier <= later for earlier, later in zip(delays, delays[1:], strict=False))
+        assert all(earlier <= later for earlier, later in pairwise(delays))
         assert 0.5 <= delays[0] <= 1.0
         assert 4.0 <= delays[3] <= 8.0
 

@@ -51,9 +51,14 @@ def test_failed_call_releases_the_claim_so_a_retry_can_perform_it(
     sessions: sessionmaker[Session],
 ) -> None:
     key = _key()
-    with pytest.raises(ConnectionError), once(sessions, key) as go:
-        assert go
-        raise ConnectionError("provider unreachable")
+
+    def failing_call() -> None:
+        with once(sessions, key) as go:
+            assert go
+            raise ConnectionError("provider unreachable")
+
+    with pytest.raises(ConnectionError):
+        failing_call()
     assert _state(sessions, key) is None
 
     with once(sessions, key) as again:
