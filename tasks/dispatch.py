@@ -14,7 +14,7 @@ from schemas.stripe_events import StripeEvent
 from schemas.tables import InboxStatus, utcnow
 from tasks import inbox
 from workers import runtime
-from workers.base_task import GatewayTask
+from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask
 from workers.celery_app import app
 from workers.logging import get_logger
 
@@ -61,7 +61,7 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
     return names
 
 
-@app.task(name="tasks.dispatch.process_event", base=GatewayTask)
+@app.task(name="tasks.dispatch.process_event", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def process_event(inbox_id: int) -> list[str]:
     with session_scope(runtime.sessions()) as session:
         names = route_event(session, inbox_id)

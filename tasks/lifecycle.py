@@ -22,7 +22,7 @@ from schemas.tables import AuditEntry, Member, Membership
 from tasks import inbox
 from tasks.membership_states import Status, from_stripe_subscription, is_allowed, is_stale
 from workers import runtime
-from workers.base_task import GatewayTask
+from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask
 from workers.celery_app import app
 from workers.logging import get_logger
 
@@ -287,21 +287,21 @@ def run_handler(inbox_id: int, task_name: str, handler: Handler) -> str:
     return outcome
 
 
-@app.task(name="tasks.lifecycle.complete_checkout", base=GatewayTask)
+@app.task(name="tasks.lifecycle.complete_checkout", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def complete_checkout(inbox_id: int) -> str:
     return run_handler(inbox_id, complete_checkout.name, apply_checkout)
 
 
-@app.task(name="tasks.lifecycle.sync_subscription", base=GatewayTask)
+@app.task(name="tasks.lifecycle.sync_subscription", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def sync_subscription(inbox_id: int) -> str:
     return run_handler(inbox_id, sync_subscription.name, apply_subscription)
 
 
-@app.task(name="tasks.lifecycle.record_invoice_paid", base=GatewayTask)
+@app.task(name="tasks.lifecycle.record_invoice_paid", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def record_invoice_paid(inbox_id: int) -> str:
     return run_handler(inbox_id, record_invoice_paid.name, apply_invoice_paid)
 
 
-@app.task(name="tasks.lifecycle.record_payment_failed", base=GatewayTask)
+@app.task(name="tasks.lifecycle.record_payment_failed", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def record_payment_failed(inbox_id: int) -> str:
     return run_handler(inbox_id, record_payment_failed.name, apply_payment_failed)

@@ -12,7 +12,7 @@ from schemas.tables import DeadLetter, utcnow
 from tasks import inbox
 from tasks.clients.slack import SlackClient
 from workers import runtime
-from workers.base_task import ALERT_PENDING_KEY, GatewayTask
+from workers.base_task import ALERT_PENDING_KEY, PROVIDER_CALL_TASK_LIMITS, GatewayTask
 from workers.celery_app import app
 from workers.dead_letters import DeadLetterStatus
 from workers.effects import once
@@ -38,7 +38,9 @@ class _NoInboxTask(GatewayTask):
     carries_inbox_id = False
 
 
-@app.task(name="tasks.notification.alert_dead_letters", base=_NoInboxTask)
+@app.task(
+    name="tasks.notification.alert_dead_letters", base=_NoInboxTask, **PROVIDER_CALL_TASK_LIMITS
+)
 def alert_dead_letters() -> int:
     # Cleared first, so a dead letter written while this runs schedules the next alert.
     runtime.redis().delete(ALERT_PENDING_KEY)
@@ -66,7 +68,11 @@ def alert_dead_letters() -> int:
     return len(rows)
 
 
-@app.task(name="tasks.notification.announce_payment_failed", base=GatewayTask)
+@app.task(
+    name="tasks.notification.announce_payment_failed",
+    base=GatewayTask,
+    **PROVIDER_CALL_TASK_LIMITS,
+)
 def announce_payment_failed(inbox_id: int) -> str:
     """Tell the operators' channel once per invoice, however often the event is replayed."""
     with session_scope(runtime.sessions()) as session:

@@ -32,6 +32,11 @@ ALERT_TASK = "tasks.notification.alert_dead_letters"
 MAX_ERROR_CHARS = 2000
 
 
+# Per-task soft/hard limits (seconds); both stay well under BROKER_VISIBILITY_TIMEOUT.
+DATABASE_TASK_LIMITS = {"soft_time_limit": 30, "time_limit": 60}
+PROVIDER_CALL_TASK_LIMITS = {"soft_time_limit": 60, "time_limit": 90}
+
+
 class WorkerLostRepeatedlyError(PermanentError):
     """The task was delivered more often than its attempts allow: its worker died under it."""
 

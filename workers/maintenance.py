@@ -57,7 +57,7 @@ def requeue_stuck(
     return len(stuck)
 
 
-@app.task(name="workers.maintenance.sweep_inbox")
+@app.task(name="workers.maintenance.sweep_inbox", soft_time_limit=50, time_limit=55)
 def sweep_inbox() -> int:
     settings = runtime.settings()
     with session_scope(runtime.sessions()) as session:

@@ -6,6 +6,7 @@ to the operators' Slack channel once); faults are injected in the sandbox's chat
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,9 +94,7 @@ def test_provider_failing_twice_with_500_succeeds_on_the_third_attempt_with_grow
 
     event, invoice = _payment_failed(fleet)
 
-    wait_until(
-        lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done"
-    )
+    _wait_processed(pg_engine, event["id"])
     posts = _posts_about(clean_sandbox, invoice)
     print(f"\n500x2: statuses={[p['status'] for p in posts]} gaps={_gaps(posts)}s")
     assert [post["status"] for post in posts] == [500, 500, 200]
@@ -112,9 +111,7 @@ def test_429_with_retry_after_delays_the_next_attempt_at_least_that_long(
 
     event, invoice = _payment_failed(fleet)
 
-    wait_until(
-        lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done"
-    )
+    _wait_processed(pg_engine, event["id"])
     posts = _posts_about(clean_sandbox, invoice)
     print(f"\n429 Retry-After 2: statuses={[p['status'] for p in posts]} gap={_gaps(posts)}s")
     assert [post["status"] for post in posts] == [429, 200]
@@ -166,9 +163,7 @@ def test_always_failing_task_gets_four_attempts_one_dead_letter_one_alert_and_re
 
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert "Replayed 1 of 1" in replay.stdout
-    wait_until(
-        lambda: _inbox_status(pg_engine, event["id"]) == "processed", timeout=30, what="done"
-    )
+    _wait_processed(pg_engine, event["id"])
     effects = [post for post in _posts_about(clean_sandbox, invoice) if post["effect"]]
     assert len(effects) == 1
     (replayed,) = _dead_letters(pg_engine, id=dead.id)
@@ -302,3 +297,60 @@ def test_admin_api_over_http_refuses_401_403_429_and_replays_like_the_cli(
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def test_cli_lists_shows_and_discards_dead_letters_with_a_reason(
+    fleet: Fleet, pg_engine: Engine
+) -> None:
+    marker = f"discard-{os.getpid()}-{datetime.now().timestamp()}"
+    make_celery(fleet.settings()).send_task("tests.fault_tasks.always_permanent", args=[marker])
+    wait_until(lambda: _dead_letters(pg_engine, args=[marker]), timeout=20, what="dead letter")
+    (dead,) = _dead_letters(pg_engine, args=[marker])
+
+    listed = _cli(fleet, "dlq", "list", "--task", dead.task_name, "--status", "dead", "--json")
+    shown = _cli(fleet, "dlq", "show", str(dead.id))
+    discarded = _cli(fleet, "dlq", "discard", str(dead.id), "--reason", "test data, not a bug")
+    again = _cli(fleet, "dlq", "replay", str(dead.id))
+
+    assert dead.id in [row["id"] for row in json.loads(listed.stdout)]
+    assert json.loads(shown.stdout)["args"] == [marker]
+    assert "ValueError" in json.loads(shown.stdout)["traceback"]
+    assert discarded.returncode == 0
+    (row,) = _dead_letters(pg_engine, id=dead.id)
+    assert (row.status, row.discard_reason) == ("discarded", "test data, not a bug")
+    assert again.returncode != 0  # a discarded row is kept, and is not replayed
+    assert "discarded, not dead" in again.stderr
+
+
+def test_cli_replays_a_stored_event_from_the_start(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    event, invoice = _payment_failed(fleet)
+    _wait_processed(pg_engine, event["id"])
+    with Session(pg_engine) as session:
+        inbox_id = session.scalar(
+            select(WebhookEvent.id).where(WebhookEvent.event_id == event["id"])
+        )
+    listed = _cli(fleet, "events", "list", "--type", "invoice.payment_failed", "--json")
+    assert inbox_id in [row["id"] for row in json.loads(listed.stdout)]
+
+    replay = _cli(fleet, "events", "replay", str(inbox_id))
+
+    assert replay.returncode == 0, replay.stderr
+    wait_until(
+        lambda: _audit_actions(pg_engine, inbox_id).count("inbox_event.replayed") == 1,
+        what="the replay audited",
+    )
+    _wait_processed(pg_engine, event["id"])
+    # Processed twice, its Slack message posted once: the effect key held.
+    assert len([p for p in _posts_about(clean_sandbox, invoice) if p["effect"]]) == 1
+    with Session(pg_engine) as session:
+        row = session.scalars(select(WebhookEvent).where(WebhookEvent.id == inbox_id)).one()
+    assert row.attempts == 2
+
+
+def _audit_actions(engine: Engine, inbox_id: int | None) -> list[str]:
+    with Session(engine) as session:
+        return list(
+            session.scalars(select(AuditEntry.action).where(AuditEntry.inbox_id == inbox_id))
+        )
