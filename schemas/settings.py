@@ -64,13 +64,32 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, validation_alias="CELERY_BROKER_URL", repr=False)
 
     stripe_secret_key: SecretStr | None = None
+    # Inbound webhook secrets, one variable per provider as DESIGN.md names them; each may hold
+    # several comma-separated values while a secret is rotated. Unset: that route answers 404.
     stripe_webhook_secret: SecretList = ()
-    stripe_webhook_tolerance_seconds: int = 300
+    clerk_webhook_signing_secret: SecretList = ()
+    slack_signing_secret: SecretList = ()
+    twilio_auth_token: SecretList = ()
+    sendgrid_webhook_public_key: SecretList = ()
+    calcom_webhook_secret: SecretList = ()
+    daily_webhook_secret: SecretList = ()
+    airtable_webhook_mac_secret: SecretList = ()
+    quickbooks_webhook_verifier_token: SecretList = ()
+    mailchimp_webhook_secret: SecretList = ()
+    instantly_webhook_secret: SecretList = ()
+    zapier_webhook_secret: SecretList = ()
+    luma_webhook_secret: SecretList = ()
+    # How far a signed timestamp may be from our clock, either way.
+    webhook_tolerance_seconds: int = 300
+    # Behind a proxy: trust X-Forwarded-Proto/Host to rebuild the URL a provider signed (Twilio).
+    trust_forwarded_headers: bool = False
     stripe_api_base: str = "https://api.stripe.com"
     # Stripe price id -> membership tier, e.g. {"price_123": "member", "price_456": "patron"}.
     stripe_price_tiers: dict[str, str] = Field(default_factory=dict)
     default_tier: str = "member"
 
+    airtable_api_key: SecretStr | None = None
+    airtable_api_base: str = "https://api.airtable.com"
     slack_bot_token: SecretStr | None = None
     slack_api_base: str = "https://slack.com/api/"
     slack_operators_channel: str = "#hookfleet-ops"
@@ -108,7 +127,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool | None = None
 
-    @field_validator("stripe_webhook_secret", mode="before")
+    @field_validator(
+        "stripe_webhook_secret",
+        "clerk_webhook_signing_secret",
+        "slack_signing_secret",
+        "twilio_auth_token",
+        "sendgrid_webhook_public_key",
+        "calcom_webhook_secret",
+        "daily_webhook_secret",
+        "airtable_webhook_mac_secret",
+        "quickbooks_webhook_verifier_token",
+        "mailchimp_webhook_secret",
+        "instantly_webhook_secret",
+        "zapier_webhook_secret",
+        "luma_webhook_secret",
+        mode="before",
+    )
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_secrets(value)
@@ -141,11 +175,3 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-    def webhook_secrets(self, provider: str) -> tuple[SecretStr, ...]:
-        """The inbound secrets configured for `provider`; empty means the provider is disabled."""
-        secrets: dict[str, tuple[SecretStr, ...]] = {"stripe": self.stripe_webhook_secret}
-        return secrets.get(provider, ())
-
-    def enabled_providers(self) -> frozenset[str]:
-        return frozenset(name for name in ("stripe",) if self.webhook_secrets(name))

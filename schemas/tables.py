@@ -218,3 +218,26 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class ZapierSubscription(Base):
+    """A Zapier REST-hook subscription: where to POST when a trigger's event happens."""
+
+    __tablename__ = "zapier_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(128), index=True)
+    hook_url: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+
+class AirtableCursor(Base):
+    """How far each Airtable webhook's payloads have been fetched (Airtable's `cursor`)."""
+
+    __tablename__ = "airtable_cursors"
+
+    webhook_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    base_id: Mapped[str] = mapped_column(String(64))
+    cursor: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

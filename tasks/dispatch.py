@@ -32,7 +32,7 @@ DISPATCH: dict[tuple[str, str], tuple[str, ...]] = {
     ),
 }
 
-# The envelope each provider's body must parse into before anything runs on it.
+# The envelope a provider's body must parse into before anything runs on it (where we act on it).
 ENVELOPES: dict[str, type[BaseModel]] = {"stripe": StripeEvent}
 
 
@@ -42,7 +42,9 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
     if row.status in inbox.DONE:
         log.info("event.already_done", status=row.status)
         return ()
-    ENVELOPES[row.provider].model_validate_json(row.body)
+    envelope = ENVELOPES.get(row.provider)
+    if envelope is not None:
+        envelope.model_validate_json(row.body)
     row.attempts += 1
     handlers = DISPATCH.get((row.provider, row.event_type), ())
     row.handler_count = len(handlers)

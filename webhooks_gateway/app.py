@@ -31,6 +31,8 @@ from workers.logging import configure_logging, get_logger
 from workers.rate_limit import TokenBucket
 
 log = get_logger(__name__)
+# Every method reaches the ingest path, so a wrong one gets the same JSON 405 as other errors.
+WEBHOOK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def _utcnow() -> datetime:
@@ -86,7 +88,7 @@ def create_app(
             limiter_redis.close()
 
     routes = [
-        Route("/webhooks/{provider}", ingest.handle, methods=["POST"]),
+        Route("/webhooks/{provider}", ingest.handle, methods=WEBHOOK_METHODS),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz(engine, celery), methods=["GET"]),  # type: ignore[arg-type]
         Mount("/admin/api", app=admin),
@@ -95,16 +97,14 @@ def create_app(
 
 
 def _announce_providers(settings: Settings) -> None:
-    enabled = settings.enabled_providers()
-    for name in sorted(PROVIDERS):
-        if name in enabled:
-            log.info("gateway.provider_enabled", provider=name, route=f"/webhooks/{name}")
-        else:
-            log.warning(
-                "gateway.provider_disabled",
-                provider=name,
-                why=f"no {name.upper()} webhook secret set; its route answers 404",
-            )
+    """One line at start-up: which routes take webhooks, and which secret would enable the rest."""
+    enabled = [name for name, provider in PROVIDERS.items() if provider.secrets(settings)]
+    disabled = {
+        name: f"set {provider.SECRET_ENV}"
+        for name, provider in PROVIDERS.items()
+        if name not in enabled
+    }
+    log.info("gateway.providers", enabled=enabled, disabled=disabled)
 
 
 def app_from_env() -> Starlette:

@@ -1,4 +1,8 @@
-"""The ingest path for every provider: resolve, size-check, verify, parse, store, commit, enqueue."""
+"""The ingest path for every provider: resolve, size-check, verify, parse, handshake, store, enqueue.
+
+Nothing is stored for a rejected request; a verified delivery is committed before it is acknowledged
+and published only after the commit.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from schemas.db import insert_ignoring_conflicts
 from schemas.settings import Settings
 from schemas.tables import InboxStatus, WebhookEvent, utcnow
+from webhooks_gateway.metrics import SIGNATURE_FAILURES, WEBHOOKS_RECEIVED
 from webhooks_gateway.providers import PROVIDERS
-from webhooks_gateway.providers.base import PayloadError, Provider, SignatureError
+from webhooks_gateway.providers.base import (
+    Delivery,
+    InboundEvent,
+    PayloadError,
+    Provider,
+    Reply,
+    SignatureError,
+)
 from workers.logging import get_logger
 
 log = get_logger(__name__)
@@ -32,6 +43,18 @@ class BodyTooLargeError(Exception):
     pass
 
 
+def public_url(request: Request, settings: Settings) -> str:
+    """The URL the provider called, as it signed it: PUBLIC_BASE_URL, else trusted proxy headers."""
+    path_and_query = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if "public_base_url" in settings.model_fields_set:
+        return settings.public_base_url.rstrip("/") + path_and_query
+    if settings.trust_forwarded_headers:
+        proto = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+        host = request.headers.get("x-forwarded-host", request.headers.get("host", ""))
+        return f"{proto}://{host.split(',')[0].strip()}{path_and_query}"
+    return str(request.url)
+
+
 @dataclass(frozen=True)
 class Ingest:
     settings: Settings
@@ -39,85 +62,116 @@ class Ingest:
     enqueue: Enqueue
     clock: Callable[[], datetime]
 
-    async def handle(self, request: Request) -> JSONResponse:
+    async def handle(self, request: Request) -> Response:
         structlog.contextvars.clear_contextvars()
         name = request.path_params["provider"]
         structlog.contextvars.bind_contextvars(provider=name)
         provider = PROVIDERS.get(name)
-        secrets = self.settings.webhook_secrets(name)
+        secrets = provider.secrets(self.settings) if provider else ()
         if provider is None or not secrets:
-            return _reply(404, "provider_not_enabled", detail=f"no webhook route for {name!r}")
+            return _reply(name, 404, "not_enabled", detail=f"no webhook route for {name!r}")
+        if request.method not in provider.METHODS:
+            return _reply(name, 405, "method_not_allowed", allowed=list(provider.METHODS))
         try:
             raw = await _read_body(request, self.settings.max_body_bytes)
         except BodyTooLargeError:
-            return _reply(413, "body_too_large", limit=self.settings.max_body_bytes)
+            return _reply(name, 413, "body_too_large", limit=self.settings.max_body_bytes)
         except ClientDisconnect:
-            return _reply(400, "client_disconnected")
-        try:
-            provider.verify(
-                raw,
-                request.headers,
-                secrets=secrets,
-                now=self.clock(),
-                tolerance_seconds=self.settings.stripe_webhook_tolerance_seconds,
-            )
-        except SignatureError as exc:
-            return _reply(400, "invalid_signature", reason=exc.reason)
-        try:
-            payload = orjson.loads(raw)
-            if not isinstance(payload, dict):
-                raise PayloadError("body is not a JSON object")
-            event_id = provider.event_id(payload, request.headers)
-            event_type = provider.event_type(payload, request.headers)
-        except (orjson.JSONDecodeError, PayloadError) as exc:
-            return _reply(400, "malformed_body", detail=str(exc))
-        structlog.contextvars.bind_contextvars(event_id=event_id, event_type=event_type)
-        return await self._store_and_enqueue(provider, request, raw, event_id, event_type)
-
-    async def _store_and_enqueue(
-        self, provider: Provider, request: Request, raw: bytes, event_id: str, event_type: str
-    ) -> JSONResponse:
-        kept = {h: request.headers[h] for h in provider.STORED_HEADERS if h in request.headers}
-        insert = (
-            insert_ignoring_conflicts(self.engine.dialect.name, WebhookEvent)
-            .values(
-                provider=provider.NAME,
-                event_id=event_id,
-                event_type=event_type,
-                body=raw,
-                headers=kept,
-                status=InboxStatus.RECEIVED,
-                attempts=0,
-                received_at=utcnow(),
-            )
-            .returning(WebhookEvent.id)
+            return _reply(name, 400, "client_disconnected")
+        delivery = Delivery(
+            raw=raw,
+            headers=request.headers,
+            method=request.method,
+            url=public_url(request, self.settings),
+            query=dict(request.query_params),
         )
         try:
+            provider.verify(
+                delivery,
+                secrets=secrets,
+                now=self.clock(),
+                tolerance_seconds=self.settings.webhook_tolerance_seconds,
+            )
+        except SignatureError as exc:
+            SIGNATURE_FAILURES.labels(provider=name, reason=exc.reason).inc()
+            return _reply(name, 400, "invalid_signature", reason=exc.reason)
+        try:
+            payload = provider.parse(delivery)
+            reply = provider.handshake(delivery, payload)
+            if reply is not None:
+                return _handshake(name, reply)
+            events = provider.events(delivery, payload)
+        except PayloadError as exc:
+            return _reply(name, 400, "malformed_body", detail=str(exc))
+        return await self._store_and_enqueue(provider, request, events)
+
+    async def _store_and_enqueue(
+        self, provider: Provider, request: Request, events: list[InboundEvent]
+    ) -> Response:
+        kept = {h: request.headers[h] for h in provider.STORED_HEADERS if h in request.headers}
+        structlog.contextvars.bind_contextvars(event_id=",".join(e.event_id for e in events)[:300])
+        now = utcnow()
+        try:
             async with self.engine.begin() as connection:
-                inbox_id = (await connection.execute(insert)).scalar_one_or_none()
+                inserted = [
+                    (
+                        await connection.execute(
+                            insert_ignoring_conflicts(self.engine.dialect.name, WebhookEvent)
+                            .values(
+                                provider=provider.NAME,
+                                event_id=event.event_id,
+                                event_type=event.event_type,
+                                body=event.body,
+                                headers=kept,
+                                status=InboxStatus.RECEIVED,
+                                attempts=0,
+                                handler_count=0,
+                                received_at=now,
+                            )
+                            .returning(WebhookEvent.id)
+                        )
+                    ).scalar_one_or_none()
+                    for event in events
+                ]
         except (SQLAlchemyError, OSError) as exc:
             # Not stored, so not acknowledged: the provider's retry is our second chance.
             log.error("webhook.inbox_unavailable", exc_type=type(exc).__name__)
-            return _reply(503, "inbox_unavailable")
-        if inbox_id is None:
-            return _reply(200, status="duplicate")
-        structlog.contextvars.bind_contextvars(inbox_id=inbox_id)
+            return _reply(provider.NAME, 503, "inbox_unavailable")
+        new_ids = [inbox_id for inbox_id in inserted if inbox_id is not None]
+        duplicates = len(inserted) - len(new_ids)
+        if not new_ids:
+            return _reply(provider.NAME, 200, status="duplicate", outcome="duplicate")
+        structlog.contextvars.bind_contextvars(
+            inbox_id=new_ids[0] if len(new_ids) == 1 else new_ids
+        )
         # After the commit above, never before: a worker must find the row it is sent.
-        enqueued = await self.enqueue(inbox_id)
-        if enqueued:
-            await self._mark_enqueued(inbox_id)
-        return _reply(200, status="accepted", inbox_id=inbox_id, enqueued=enqueued)
+        enqueued = [inbox_id for inbox_id in new_ids if await self.enqueue(inbox_id)]
+        await self._mark_enqueued(enqueued)
+        return _reply(
+            provider.NAME,
+            200,
+            status="accepted",
+            outcome="accepted",
+            inbox_id=new_ids[0],
+            inbox_ids=new_ids,
+            duplicates=duplicates,
+            enqueued=len(enqueued) == len(new_ids),
+        )
 
-    async def _mark_enqueued(self, inbox_id: int) -> None:
+    async def _mark_enqueued(self, inbox_ids: list[int]) -> None:
+        if not inbox_ids:
+            return
         try:
             async with self.engine.begin() as connection:
                 await connection.execute(
                     update(WebhookEvent)
-                    .where(WebhookEvent.id == inbox_id, WebhookEvent.status == InboxStatus.RECEIVED)
+                    .where(
+                        WebhookEvent.id.in_(inbox_ids), WebhookEvent.status == InboxStatus.RECEIVED
+                    )
                     .values(status=InboxStatus.ENQUEUED, enqueued_at=utcnow())
                 )
         except (SQLAlchemyError, OSError) as exc:
-            # The event is stored and published; only the bookkeeping time is missing.
+            # The events are stored and published; only the bookkeeping time is missing.
             log.warning("webhook.mark_enqueued_failed", exc_type=type(exc).__name__)
 
 
@@ -136,9 +190,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _reply(status_code: int, error: str | None = None, **fields: Any) -> JSONResponse:
+def _handshake(provider: str, reply: Reply) -> Response:
+    WEBHOOKS_RECEIVED.labels(provider=provider, outcome="handshake").inc()
+    log.info("webhook.handshake", http_status=reply.status)
+    if isinstance(reply.body, str):
+        return PlainTextResponse(reply.body, reply.status, headers=dict(reply.headers))
+    if reply.body is None:
+        return Response(status_code=reply.status, headers=dict(reply.headers))
+    return JSONResponse(reply.body, reply.status, headers=dict(reply.headers))
+
+
+def _reply(
+    provider: str, status_code: int, error: str | None = None, *, outcome: str = "", **fields: Any
+) -> JSONResponse:
     body = {"error": error, **fields} if error else fields
-    log_fields = {k: v for k, v in body.items() if k != "detail"}
+    WEBHOOKS_RECEIVED.labels(provider=provider, outcome=error or outcome).inc()
+    log_fields = {k: v for k, v in body.items() if k not in {"detail", "inbox_ids"}}
     if status_code >= 400:
         log.warning("webhook.rejected", http_status=status_code, **log_fields)
     else:

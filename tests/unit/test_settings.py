@@ -88,48 +88,45 @@ def test_comma_separated_webhook_secrets_from_environment_give_two_secrets(
 ) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b")
     settings = Settings(_env_file=None)
-    secrets = settings.webhook_secrets("stripe")
+    secrets = settings.stripe_webhook_secret
     assert [secret.get_secret_value() for secret in secrets] == ["whsec_a", "whsec_b"]
-    assert settings.enabled_providers() == frozenset({"stripe"})
 
 
-def test_single_webhook_secret_from_environment_enables_stripe(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "CLERK_WEBHOOK_SIGNING_SECRET",
+        "SLACK_SIGNING_SECRET",
+        "TWILIO_AUTH_TOKEN",
+        "SENDGRID_WEBHOOK_PUBLIC_KEY",
+        "CALCOM_WEBHOOK_SECRET",
+        "DAILY_WEBHOOK_SECRET",
+        "AIRTABLE_WEBHOOK_MAC_SECRET",
+        "QUICKBOOKS_WEBHOOK_VERIFIER_TOKEN",
+        "MAILCHIMP_WEBHOOK_SECRET",
+        "INSTANTLY_WEBHOOK_SECRET",
+        "ZAPIER_WEBHOOK_SECRET",
+        "LUMA_WEBHOOK_SECRET",
+    ],
+)
+def test_every_provider_secret_is_read_under_its_own_name_and_rotates(
+    monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_only")
+    monkeypatch.setenv(variable, "first,second")
     settings = Settings(_env_file=None)
-    assert [s.get_secret_value() for s in settings.stripe_webhook_secret] == ["whsec_only"]
-    assert settings.enabled_providers() == frozenset({"stripe"})
+    secrets = getattr(settings, variable.lower())
+    assert [secret.get_secret_value() for secret in secrets] == ["first", "second"]
 
 
 @pytest.mark.parametrize("value", ["", " ", " , "])
 def test_empty_webhook_secret_disables_stripe(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", value)
     settings = Settings(_env_file=None)
-    assert settings.webhook_secrets("stripe") == ()
-    assert settings.enabled_providers() == frozenset()
+    assert settings.stripe_webhook_secret == ()
 
 
 def test_unset_webhook_secret_disables_stripe() -> None:
-    settings = Settings(_env_file=None)
-    assert settings.enabled_providers() == frozenset()
-
-
-def test_literal_webhook_secrets_enable_stripe() -> None:
-    settings = Settings(
-        _env_file=None,
-        stripe_webhook_secret=(SecretStr("whsec_a"), SecretStr("whsec_b")),
-    )
-    assert len(settings.webhook_secrets("stripe")) == 2
-    assert settings.enabled_providers() == frozenset({"stripe"})
-
-
-def test_unknown_provider_has_no_secrets() -> None:
-    settings = Settings(
-        _env_file=None,
-        stripe_webhook_secret=(SecretStr("whsec_a"),),
-    )
-    assert settings.webhook_secrets("github") == ()
+    assert Settings(_env_file=None).stripe_webhook_secret == ()
 
 
 def test_price_tiers_json_from_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:

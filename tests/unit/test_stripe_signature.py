@@ -15,7 +15,13 @@ from starlette.datastructures import Headers
 import tasks.dispatch
 from tests.signing import sign_stripe
 from webhooks_gateway.providers import stripe
-from webhooks_gateway.providers.base import FailureReason, PayloadError, SignatureError
+from webhooks_gateway.providers.base import (
+    Delivery,
+    FailureReason,
+    InboundEvent,
+    PayloadError,
+    SignatureError,
+)
 
 NOW = datetime(2025, 11, 22, 8, 26, 40, tzinfo=UTC)
 TOLERANCE = 300
@@ -35,12 +41,16 @@ def verify(
 ) -> None:
     """Call the verifier the way the gateway does: a case-insensitive header mapping."""
     stripe.verify(
-        body,
-        Headers(headers),
+        Delivery(raw=body, headers=Headers(headers)),
         secrets=[SecretStr(secret) for secret in secrets],
         now=now,
         tolerance_seconds=TOLERANCE,
     )
+
+
+def _events(payload: dict[str, Any]) -> list[InboundEvent]:
+    raw = json.dumps(payload).encode()
+    return stripe.events(Delivery(raw=raw, headers=Headers({})), payload)
 
 
 def rejection(body: bytes, headers: dict[str, str], **kwargs: Any) -> FailureReason:
@@ -59,9 +69,10 @@ def test_stripe_accepts_fixture_signed_with_configured_secret(path: Path) -> Non
 def test_stripe_reads_fixture_event_id_and_type(path: Path) -> None:
     body = path.read_bytes()
     payload = json.loads(body)
-    headers = Headers(sign_stripe(body, secret=SECRET, at=NOW))
-    assert stripe.event_id(payload, headers).startswith("evt_Fixture")
-    assert stripe.event_type(payload, headers) == path.stem
+    (event,) = _events(payload)
+    assert event.event_id.startswith("evt_Fixture")
+    assert event.event_type == path.stem
+    assert event.body == json.dumps(payload).encode()
 
 
 def test_stripe_fixtures_cover_exactly_the_handled_event_types() -> None:
@@ -194,7 +205,8 @@ def test_stripe_rejects_everything_when_no_secret_configured() -> None:
 
 
 def test_stripe_event_id_returns_evt_id() -> None:
-    assert stripe.event_id({"id": "evt_1SW3oxHvJ8qLmN2b"}, {}) == "evt_1SW3oxHvJ8qLmN2b"
+    (event,) = _events({"id": "evt_1SW3oxHvJ8qLmN2b", "type": "invoice.paid"})
+    assert event.event_id == "evt_1SW3oxHvJ8qLmN2b"
 
 
 @pytest.mark.parametrize(
@@ -210,11 +222,12 @@ def test_stripe_event_id_returns_evt_id() -> None:
 )
 def test_stripe_event_id_rejects_missing_or_non_evt_id(payload: dict[str, Any]) -> None:
     with pytest.raises(PayloadError):
-        stripe.event_id(payload, {})
+        _events({**payload, "type": "invoice.paid"})
 
 
 def test_stripe_event_type_returns_type() -> None:
-    assert stripe.event_type({"type": "invoice.paid"}, {}) == "invoice.paid"
+    (event,) = _events({"id": "evt_1", "type": "invoice.paid"})
+    assert event.event_type == "invoice.paid"
 
 
 @pytest.mark.parametrize(
@@ -228,4 +241,4 @@ def test_stripe_event_type_returns_type() -> None:
 )
 def test_stripe_event_type_rejects_missing_type(payload: dict[str, Any]) -> None:
     with pytest.raises(PayloadError):
-        stripe.event_type(payload, {})
+        _events({"id": "evt_1", **payload})

@@ -83,7 +83,13 @@ def test_stripe_delivery_is_stored_once_and_enqueued(
 
     assert response.status_code == 200
     (row,) = _rows(sqlite_settings)
-    assert response.json() == {"status": "accepted", "inbox_id": row.id, "enqueued": True}
+    assert response.json() == {
+        "status": "accepted",
+        "inbox_id": row.id,
+        "inbox_ids": [row.id],
+        "duplicates": 0,
+        "enqueued": True,
+    }
     assert sent.inbox_ids == [row.id]
     assert row.body == body  # the exact bytes, so the signature can be checked again
     assert (row.provider, row.event_type, row.status) == ("stripe", fixture.stem, "enqueued")
@@ -186,7 +192,7 @@ def test_provider_without_secret_is_404(tmp_path: Path) -> None:
         disabled = _post(client, body)
         unknown = client.post("/webhooks/paypal", content=body)
 
-    assert (disabled.status_code, disabled.json()["error"]) == (404, "provider_not_enabled")
+    assert (disabled.status_code, disabled.json()["error"]) == (404, "not_enabled")
     assert unknown.status_code == 404
 
 
@@ -229,3 +235,13 @@ def test_readyz_is_503_when_the_broker_is_unreachable(sqlite_settings: Settings)
 
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": True, "broker": False}
+
+
+def test_wrong_method_is_a_json_405_and_stores_nothing(
+    client: TestClient, sqlite_settings: Settings
+) -> None:
+    response = client.get("/webhooks/stripe")
+
+    assert response.status_code == 405
+    assert response.json() == {"error": "method_not_allowed", "allowed": ["POST"]}
+    assert _rows(sqlite_settings) == []

@@ -8,18 +8,31 @@ from the future is refused too (the SDK only checks the past).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import stripe
 from pydantic import SecretStr
 
-from webhooks_gateway.providers.base import PayloadError, SignatureError
+from schemas.settings import Settings
+from webhooks_gateway.providers.base import (
+    Delivery,
+    InboundEvent,
+    PayloadError,
+    Reply,
+    SignatureError,
+    check_timestamp,
+    parse_json_object,
+    require_header,
+    single_event,
+)
 
-NAME: str = "stripe"
+NAME = "stripe"
+SECRET_ENV = "STRIPE_WEBHOOK_SECRET"
 SIGNATURE_HEADER = "stripe-signature"
 STORED_HEADERS: tuple[str, ...] = (SIGNATURE_HEADER,)
+METHODS: tuple[str, ...] = ("POST",)
 HANDLED_EVENT_TYPES = frozenset(
     {
         "checkout.session.completed",
@@ -32,6 +45,10 @@ HANDLED_EVENT_TYPES = frozenset(
 )
 
 
+def secrets(settings: Settings) -> tuple[SecretStr, ...]:
+    return settings.stripe_webhook_secret
+
+
 def _timestamp(header: str) -> int:
     stamps = [item[2:] for item in header.split(",") if item.startswith("t=")]
     if len(stamps) != 1 or not stamps[0].isdigit():
@@ -42,26 +59,22 @@ def _timestamp(header: str) -> int:
 
 
 def verify(
-    raw: bytes,
-    headers: Mapping[str, str],
+    delivery: Delivery,
     *,
     secrets: Sequence[SecretStr],
     now: datetime,
     tolerance_seconds: int,
 ) -> None:
-    """Raise SignatureError unless one of `secrets` signed `raw` within the tolerance."""
-    header = headers.get(SIGNATURE_HEADER)
-    if not header:
-        raise SignatureError("missing_header", "Stripe-Signature")
+    """Raise SignatureError unless one of `secrets` signed the body within the tolerance."""
+    header = require_header(delivery.headers, SIGNATURE_HEADER)
     signed_at = _timestamp(header)
     try:
-        raw.decode("utf-8")
+        delivery.raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SignatureError("malformed", "body is not UTF-8") from exc
-    if not any(_signed_by(raw, header, secret) for secret in secrets):
+    if not any(_signed_by(delivery.raw, header, secret) for secret in secrets):
         raise SignatureError("mismatch", "no v1 signature matches a configured secret")
-    if abs(now.timestamp() - signed_at) > tolerance_seconds:
-        raise SignatureError("stale", f"signed {int(now.timestamp()) - signed_at}s from now")
+    check_timestamp(signed_at, now, tolerance_seconds)
 
 
 def _signed_by(raw: bytes, header: str, secret: SecretStr) -> bool:
@@ -73,15 +86,18 @@ def _signed_by(raw: bytes, header: str, secret: SecretStr) -> bool:
     return True
 
 
-def event_id(payload: Mapping[str, Any], headers: Mapping[str, str]) -> str:
-    value = payload.get("id")
-    if not isinstance(value, str) or not value.startswith("evt_"):
+def parse(delivery: Delivery) -> dict[str, Any]:
+    return parse_json_object(delivery.raw)
+
+
+def handshake(delivery: Delivery, payload: Any) -> Reply | None:
+    return None
+
+
+def events(delivery: Delivery, payload: dict[str, Any]) -> list[InboundEvent]:
+    event_id, event_type = payload.get("id"), payload.get("type")
+    if not isinstance(event_id, str) or not event_id.startswith("evt_"):
         raise PayloadError("Stripe event has no evt_ id")
-    return value
-
-
-def event_type(payload: Mapping[str, Any], headers: Mapping[str, str]) -> str:
-    value = payload.get("type")
-    if not isinstance(value, str) or not value:
+    if not isinstance(event_type, str) or not event_type:
         raise PayloadError("Stripe event has no type")
-    return value
+    return single_event(event_id, event_type, delivery.raw)

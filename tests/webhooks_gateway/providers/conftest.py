@@ -1,0 +1,91 @@
+"""One real gateway (uvicorn over HTTP) with every provider enabled, for the per-provider tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from schemas.tables import WebhookEvent
+from tests.support.processes import (
+    Service,
+    free_port,
+    gateway_service,
+    redis_service,
+    wait_for_http,
+    wait_until,
+)
+from tests.support.provider_secrets import gateway_env
+
+
+@dataclass
+class Gateway:
+    """The running gateway and the inbox it writes to."""
+
+    url: str
+    engine: Engine
+    service: Service
+
+    def post(
+        self,
+        provider: str,
+        content: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        params: dict[str, str] | None = None,
+        method: str = "POST",
+        path_suffix: str = "",
+    ) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.url}/webhooks/{provider}{path_suffix}",
+            content=content,
+            headers=headers or {},
+            params=params,
+            timeout=10,
+        )
+
+    def rows(self, provider: str, event_id: str | None = None) -> list[WebhookEvent]:
+        """Inbox rows of `provider` (one event id, or all)."""
+        with Session(self.engine) as session:
+            query = select(WebhookEvent).where(WebhookEvent.provider == provider)
+            if event_id is not None:
+                query = query.where(WebhookEvent.event_id == event_id)
+            return list(session.scalars(query.order_by(WebhookEvent.id)))
+
+    def count(self, provider: str) -> int:
+        return len(self.rows(provider))
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    database_url: str, pg_engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """PUBLIC_BASE_URL is the gateway's own address, as Twilio would be configured to call it."""
+    workdir = tmp_path_factory.mktemp("providers")
+    redis = redis_service(free_port(), workdir)
+    redis.start()
+    redis_port = redis.argv[redis.argv.index("--port") + 1]
+    port = free_port()
+    env = {
+        **gateway_env(),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "LOG_JSON": "true",
+    }
+    service = gateway_service(port, env, workdir)
+    service.start()
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", service)
+        yield Gateway(f"http://127.0.0.1:{port}", pg_engine, service)
+    finally:
+        service.stop()
+        redis.stop()
+
+
+__all__ = ["Gateway", "wait_until"]
