@@ -32,6 +32,10 @@ DISPATCH: dict[tuple[str, str], tuple[str, ...]] = {
     ),
 }
 
+# Event types a provider module accepts and stores on purpose, with nothing to run yet; they are
+# marked `ignored` in the inbox and can be replayed once a task is added above.
+IGNORED: frozenset[tuple[str, str]] = frozenset()
+
 # The envelope a provider's body must parse into before anything runs on it (where we act on it).
 ENVELOPES: dict[str, type[BaseModel]] = {"stripe": StripeEvent}
 

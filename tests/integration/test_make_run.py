@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import redis_url_of
-from tests.support.processes import Service, free_port, wait_until
+from tests.support.processes import Service, free_port, hookfleet, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,24 +71,10 @@ def test_fleet_starts_on_sqlite_announces_itself_and_processes_a_sent_event(
         assert first_lines[0].startswith(f"hookfleet gateway  http://127.0.0.1:{gateway_port}")
         assert any("sandbox mode" in line for line in first_lines)
 
-        sent = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "workers.cli",
-                "send",
-                "stripe",
-                "checkout.session.completed",
-                "--email",
-                "first.member@example.com",
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        sent = hookfleet(
+            "send", "stripe", "checkout.session.completed", "--email", "first.member@example.com",
+            env=env, cwd=tmp_path, timeout=30, inherit_env=False,
+        )  # fmt: skip
         assert sent.returncode == 0, sent.stdout + sent.stderr
 
         wait_until(

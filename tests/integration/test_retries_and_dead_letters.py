@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import datetime
 from itertools import pairwise
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from schemas.tables import AuditEntry, DeadLetter, InboxStatus, WebhookEvent
 from tests.integration.conftest import OPERATORS_CHANNEL, Fleet
-from tests.support.processes import wait_until
+from tests.support.processes import hookfleet, wait_until
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer
 from workers.celery_app import make_celery
@@ -77,13 +76,17 @@ def _gaps(calls: list[dict[str, Any]]) -> list[float]:
 
 
 def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        env={**os.environ, **fleet.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return hookfleet(*args, env=fleet.env)
+
+
+def _reject_posts(sandbox: SandboxServer, count: int) -> None:
+    """Slack refuses the next `count` posts for good (a 400 no retry can fix)."""
+    sandbox.fault(
+        "slack",
+        "chat.postMessage",
+        status=400,
+        count=count,
+        body={"ok": False, "error": "invalid_blocks"},
     )
 
 
@@ -121,13 +124,7 @@ def test_429_with_retry_after_delays_the_next_attempt_at_least_that_long(
 def test_permanent_400_is_dead_lettered_after_one_attempt_and_alerted(
     fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
 ) -> None:
-    clean_sandbox.fault(
-        "slack",
-        "chat.postMessage",
-        status=400,
-        count=1,
-        body={"ok": False, "error": "invalid_blocks"},
-    )
+    _reject_posts(clean_sandbox, 1)
 
     event, invoice = _payment_failed(fleet)
 
@@ -262,13 +259,7 @@ def test_admin_api_over_http_refuses_401_403_429_and_replays_like_the_cli(
     reader = _key_from_cli(fleet, "dlq:read", rate=120)
     writer = _key_from_cli(fleet, "dlq:read,dlq:write", rate=120)
     slow = _key_from_cli(fleet, "dlq:read", rate=2)
-    clean_sandbox.fault(
-        "slack",
-        "chat.postMessage",
-        status=400,
-        count=2,
-        body={"ok": False, "error": "invalid_blocks"},
-    )
+    _reject_posts(clean_sandbox, 2)
     via_api_event, via_api_invoice = _payment_failed(fleet)
     via_cli_event, via_cli_invoice = _payment_failed(fleet)
     via_api = _dead_letter_for(pg_engine, via_api_event["id"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +17,7 @@ from schemas.tables import AuditEntry, InboxStatus, Member, Membership, WebhookE
 from tests.conftest import STRIPE_OLD_SECRET, STRIPE_SECRET
 from tests.integration.conftest import Fleet
 from tests.signing import sign_stripe
-from tests.support.processes import wait_until
+from tests.support.processes import hookfleet, wait_until
 from tests.support.stripe_fixtures import StripeCustomer, body_of
 
 pytestmark = pytest.mark.integration
@@ -163,25 +161,10 @@ def test_payment_failure_then_paid_invoice_restores_active(fleet: Fleet, pg_engi
 
 def test_hookfleet_send_makes_a_member_appear(fleet: Fleet, pg_engine: Engine) -> None:
     email = f"newcomer-{os.getpid()}@example.com"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "send",
-            "stripe",
-            "checkout.session.completed",
-            "--email",
-            email,
-            "--url",
-            f"{fleet.url}/webhooks/stripe",
-        ],
-        env={**os.environ, **fleet.env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = hookfleet(
+        "send", "stripe", "checkout.session.completed", "--email", email,
+        "--url", f"{fleet.url}/webhooks/stripe", env=fleet.env,
+    )  # fmt: skip
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"status":"accepted"' in result.stdout

@@ -140,3 +140,22 @@ def wait_for_worker(ping: Callable[[], bool], service: Service) -> None:
         return ping()
 
     wait_until(up, timeout=STARTUP_TIMEOUT_SECONDS, interval=0.5, what=f"{service.name} ping")
+
+
+def hookfleet(
+    *args: str,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    timeout: float = 60,
+    inherit_env: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run the `hookfleet` command as an operator would, with `env` on top of ours (or alone)."""
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env={**os.environ, **env} if inherit_env else dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
