@@ -24,6 +24,7 @@ from webhooks_gateway.enqueue import celery_enqueue
 from webhooks_gateway.health import healthz, readyz
 from webhooks_gateway.ingest import Enqueue, Ingest
 from webhooks_gateway.providers import PROVIDERS
+from webhooks_gateway.zapier_hooks import zapier_routes
 from workers.celery_app import make_celery
 from workers.dead_letters import SendTask
 from workers.enqueue import publish_process_event, task_sender
@@ -88,6 +89,8 @@ def create_app(
             limiter_redis.close()
 
     routes = [
+        # Zapier's REST-hook subscribe/unsubscribe/list, ahead of the generic provider route.
+        *zapier_routes(settings, engine),
         Route("/webhooks/{provider}", ingest.handle, methods=WEBHOOK_METHODS),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz(engine, celery), methods=["GET"]),  # type: ignore[arg-type]

@@ -20,6 +20,17 @@ def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]
     return event
 
 
+class _DropQueryStrings(logging.Filter):
+    """Access lines name the path only: a query string may carry a provider's token (Mailchimp)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            client, method, path, version, status = args
+            record.args = (client, method, str(path).split("?", 1)[0], version, status)
+        return True
+
+
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     """Idempotent; call once at each entry point (gateway factory, worker start, CLI)."""
     as_json = (not sys.stderr.isatty()) if json is None else json
@@ -56,6 +67,9 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _DropQueryStrings) for f in access.filters):
+        access.addFilter(_DropQueryStrings())
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
