@@ -30,11 +30,93 @@ DISPATCH: dict[tuple[str, str], tuple[str, ...]] = {
         "tasks.lifecycle.record_payment_failed",
         "tasks.notification.announce_payment_failed",
     ),
+    ("airtable", "airtable.ping"): ("tasks.sync.fetch_airtable_payloads",),
 }
 
 # Event types a provider module accepts and stores on purpose, with nothing to run yet; they are
 # marked `ignored` in the inbox and can be replayed once a task is added above.
-IGNORED: frozenset[tuple[str, str]] = frozenset()
+IGNORED_TYPES: dict[str, tuple[str, ...]] = {
+    "calcom": (
+        "BOOKING_CANCELLED",
+        "BOOKING_CREATED",
+        "BOOKING_RESCHEDULED",
+        "MEETING_ENDED",
+    ),
+    "clerk": (
+        "session.created",
+        "user.created",
+        "user.deleted",
+        "user.updated",
+    ),
+    "daily": (
+        "meeting.ended",
+        "meeting.started",
+        "participant.joined",
+        "participant.left",
+        "recording.ready-to-download",
+    ),
+    "instantly": (
+        "email_bounced",
+        "email_opened",
+        "email_sent",
+        "lead_interested",
+        "lead_unsubscribed",
+        "reply_received",
+    ),
+    "luma": (
+        "event.canceled",
+        "event.created",
+        "event.updated",
+        "guest.registered",
+        "guest.updated",
+        "ticket.registered",
+    ),
+    "mailchimp": (
+        "campaign",
+        "cleaned",
+        "profile",
+        "subscribe",
+        "unsubscribe",
+        "upemail",
+    ),
+    "quickbooks": (
+        "customer.create",
+        "invoice.update",
+        "payment.create",
+        "qbo.customer.created.v1",
+    ),
+    "sendgrid": (
+        "bounce",
+        "click",
+        "deferred",
+        "delivered",
+        "dropped",
+        "group_unsubscribe",
+        "open",
+        "processed",
+        "spamreport",
+        "unsubscribe",
+    ),
+    "slack": (
+        "app_mention",
+        "app_rate_limited",
+        "member_joined_channel",
+        "team_join",
+        "user_change",
+    ),
+    "twilio": (
+        "call.completed",
+        "message.delivered",
+        "message.failed",
+        "message.received",
+    ),
+    "zapier": (
+        "lead.captured",
+        "member.upsert",
+        "zap.payload",
+    ),
+}
+IGNORED = frozenset((provider, t) for provider, types in IGNORED_TYPES.items() for t in types)
 
 # The envelope a provider's body must parse into before anything runs on it (where we act on it).
 ENVELOPES: dict[str, type[BaseModel]] = {"stripe": StripeEvent}

@@ -80,6 +80,9 @@ def run_fleet() -> None:
         env["SLACK_BOT_TOKEN"] = "xoxb-sandbox"  # noqa: S105 - what the sandbox accepts
         env["SLACK_API_BASE"] = f"{sandbox_url}/slack/api/"
         notes.append(f"no SLACK_BOT_TOKEN: Slack is played by the sandbox at {sandbox_url}")
+    if settings.airtable_api_key is None:
+        env["AIRTABLE_API_KEY"] = "patSandbox"
+        env["AIRTABLE_API_BASE"] = f"{sandbox_url}/airtable"
     upgrade(settings)
     STATE_DIR.mkdir(exist_ok=True)
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"

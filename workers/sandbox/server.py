@@ -2,8 +2,9 @@
 
 Each provider endpoint is a handler registered under (provider, endpoint); the shared pipeline parses
 the request, applies injected faults (latency, then a canned status), runs the handler and records the
-call. Hookfleet's outbound clients point here through settings (e.g. SLACK_API_BASE). The control API
-under `/_sandbox/` injects faults and lists what was received.
+call. Hookfleet's outbound clients point here through settings (SLACK_API_BASE = <sandbox>/slack/api/,
+AIRTABLE_API_BASE = <sandbox>/airtable). The control API under `/_sandbox/` injects faults, lists what
+was received and seeds what a provider holds (`POST /_sandbox/airtable/payloads`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Incoming:
     body: dict[str, Any]
     # A provider-flavoured error code when the body could not be parsed ("invalid_json", ...).
     body_error: str | None = None
+    # Ids the provider takes in the URL path (Airtable's base and webhook ids).
+    path: dict[str, str] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -129,6 +132,7 @@ class SandboxState:
         self._calls: list[dict[str, Any]] = []
         self._faults: dict[tuple[str, str], list[Fault]] = {}
         self._buckets: dict[Hashable, _TokenBucket] = {}
+        self._seeded: dict[Hashable, tuple[list[Any], dict[str, Any]]] = {}
         self._last_ts_micros = 0
 
     # faults -----------------------------------------------------------------------------------------
@@ -200,6 +204,31 @@ class SandboxState:
                 bucket.tokens -= 1.0
                 return 0.0
             return (1.0 - bucket.tokens) / per_second
+
+    def penalize(self, key: Hashable, *, seconds: float, per_second: float) -> float:
+        """Empty `key`'s bucket so its next token is `seconds` away (a provider's penalty box)."""
+        with self._lock:
+            self._buckets[key] = _TokenBucket(1.0 - seconds * per_second, self._clock())
+        return seconds
+
+    # provider-held data -----------------------------------------------------------------------------
+
+    def seed(self, key: Hashable, items: list[Any], **options: Any) -> int:
+        """Append `items` to what the provider holds under `key` (options replace earlier ones given);
+        return how many items it holds now. Seeded data survives `reset_calls`, as at the provider."""
+        with self._lock:
+            held, held_options = self._seeded.setdefault(key, ([], {}))
+            held.extend(items)
+            held_options.update(options)
+            return len(held)
+
+    def seeded(self, key: Hashable) -> tuple[list[Any], dict[str, Any]] | None:
+        """A copy of the items and options held under `key`, or None when nothing was ever seeded."""
+        with self._lock:
+            if key not in self._seeded:
+                return None
+            items, options = self._seeded[key]
+            return list(items), dict(options)
 
     def next_ts(self) -> str:
         """A Slack-style message timestamp, "<unix>.<6 digits>", unique and increasing."""
@@ -304,6 +333,120 @@ async def _slack_route(request: Request) -> JSONResponse:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Airtable Web API (https://api.airtable.com/v0/...); see reference/providers.md section 6
+
+# 5 requests per second per base, the webhooks API included; over it Airtable answers 429 and "you will
+# need to wait 30 seconds before subsequent requests will succeed" (its rate-limit docs). Whether a
+# Retry-After header comes with it is not documented: the sandbox sends the seconds left, and the client
+# assumes the 30 s when it is absent.
+AIRTABLE_BURST = 5
+AIRTABLE_PER_SECOND = 5.0
+AIRTABLE_PENALTY_SECONDS = 30.0
+# Payloads per list-webhook-payloads page (Airtable's maximum is unconfirmed; 50 is commonly cited). A
+# seeded webhook may set a smaller `page_size`, so tests page with a handful of payloads.
+AIRTABLE_MAX_PAGE = 50
+
+
+def _airtable_error(status: int, error_type: str, message: str, **headers: str) -> Reply:
+    """Airtable's error shape: `{"error": {"type": ..., "message": ...}}`."""
+    return Reply(status, {"error": {"type": error_type, "message": message}}, dict(headers))
+
+
+def _airtable_auth(call: Incoming) -> Reply | None:
+    scheme, _, token = call.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _airtable_error(401, "AUTHENTICATION_REQUIRED", "Authentication required")
+    return None
+
+
+def _airtable_rate_limit(state: SandboxState, base_id: str) -> Reply | None:
+    """Take one of the base's 5 per second; the first call over the limit starts the 30 s penalty."""
+    key = ("airtable", "base", base_id)
+    wait = state.take_token(key, burst=AIRTABLE_BURST, per_second=AIRTABLE_PER_SECOND)
+    if wait == 0:
+        return None
+    if wait <= 1 / AIRTABLE_PER_SECOND:  # just ran dry, not already in the penalty box
+        wait = state.penalize(key, seconds=AIRTABLE_PENALTY_SECONDS, per_second=AIRTABLE_PER_SECOND)
+    return _airtable_error(
+        429,
+        "TOO_MANY_REQUESTS",
+        "You have made too many requests in a short period of time. Please retry your request later",
+        **{"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+def airtable_webhook_key(base_id: str, webhook_id: str) -> tuple[str, str, str, str]:
+    """Where a webhook's payloads are held in the sandbox state."""
+    return ("airtable", "webhook", base_id, webhook_id)
+
+
+def _positive_int(value: str | None, default: int) -> int | None:
+    if value is None:
+        return default
+    return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
+@endpoint("airtable", "list-webhook-payloads")
+def airtable_list_webhook_payloads(state: SandboxState, call: Incoming) -> Reply:
+    """GET /v0/bases/{baseId}/webhooks/{webhookId}/payloads?cursor=N&limit=M.
+
+    Payloads are numbered from 1 in transaction order; the answer's `cursor` is the number of the next
+    payload (unchanged when nothing is returned) and `mightHaveMore` says whether to ask again.
+    """
+    if (denied := _airtable_auth(call)) is not None:
+        return denied
+    base_id, webhook_id = call.path.get("base_id", ""), call.path.get("webhook_id", "")
+    if (limited := _airtable_rate_limit(state, base_id)) is not None:
+        return limited
+    held = state.seeded(airtable_webhook_key(base_id, webhook_id))
+    if held is None:
+        return _airtable_error(404, "NOT_FOUND", "Could not find what you are looking for")
+    payloads, options = held
+    cursor = _positive_int(call.query.get("cursor"), 1)
+    limit = _positive_int(call.query.get("limit"), AIRTABLE_MAX_PAGE)
+    if cursor is None or limit is None or limit > AIRTABLE_MAX_PAGE:
+        return _airtable_error(
+            422, "INVALID_REQUEST_UNKNOWN", "cursor and limit must be positive integers"
+        )
+    size = min(limit, int(options.get("page_size", AIRTABLE_MAX_PAGE)))
+    page = payloads[cursor - 1 : cursor - 1 + size]
+    next_cursor = cursor + len(page)
+    return Reply(
+        200,
+        {"payloads": page, "cursor": next_cursor, "mightHaveMore": next_cursor <= len(payloads)},
+    )
+
+
+def _airtable_unknown_endpoint(_state: SandboxState, _call: Incoming) -> Reply:
+    return Reply(404, {"error": "NOT_FOUND"})
+
+
+def _airtable_fault_body(status: int) -> dict[str, Any]:
+    if status == 429:
+        return {"error": {"type": "TOO_MANY_REQUESTS", "message": "Rate limit exceeded"}}
+    if status >= 500:
+        return {
+            "error": {
+                "type": "SERVER_ERROR",
+                "message": "Try again. If the problem persists, contact support.",
+            }
+        }
+    return {"error": {"type": "INVALID_REQUEST_UNKNOWN", "message": "Invalid request"}}
+
+
+_PROVIDERS["airtable"] = ProviderSpec("airtable", _airtable_unknown_endpoint, _airtable_fault_body)
+
+
+async def _airtable_payloads_route(request: Request) -> JSONResponse:
+    path = {key: str(value) for key, value in request.path_params.items()}
+    return await _serve(request, "airtable", "list-webhook-payloads", path=path)
+
+
+async def _airtable_unknown_route(request: Request) -> JSONResponse:
+    return await _serve(request, "airtable", str(request.path_params["rest"]))
+
+
+# ---------------------------------------------------------------------------------------------------
 # The pipeline every provider endpoint goes through
 
 
@@ -361,7 +504,9 @@ async def _answer(state: SandboxState, call: Incoming) -> tuple[Reply, bool, boo
     return Reply(fault.status, body, headers), False, True
 
 
-async def _serve(request: Request, provider: str, name: str) -> JSONResponse:
+async def _serve(
+    request: Request, provider: str, name: str, *, path: dict[str, str] | None = None
+) -> JSONResponse:
     state: SandboxState = request.app.state.sandbox
     received_at = time.time()
     body, body_error = await _read_body(request)
@@ -373,6 +518,7 @@ async def _serve(request: Request, provider: str, name: str) -> JSONResponse:
         query=dict(request.query_params),
         body=body,
         body_error=body_error,
+        path=path or {},
     )
     # Shielded: a client that gives up during injected latency must not stop the work or its record
     # (a SIGKILLed worker's call still takes effect once, as it would at the real provider).
@@ -384,6 +530,7 @@ async def _serve(request: Request, provider: str, name: str) -> JSONResponse:
                 "provider": provider,
                 "endpoint": name,
                 "method": call.method,
+                "path": call.path,
                 "query": call.query,
                 "body": call.body,
                 "headers": {k: v for k, v in call.headers.items() if k != "authorization"},
@@ -481,6 +628,41 @@ async def _reset_calls(request: Request) -> JSONResponse:
     return JSONResponse({"cleared": request.app.state.sandbox.reset_calls()})
 
 
+async def _seed_airtable_payloads(request: Request) -> JSONResponse:
+    """`{"base_id", "webhook_id", "payloads": [...], "page_size"?: N}`: payloads the webhook will list."""
+    try:
+        data = await request.json()
+    except ValueError:
+        return _bad_request("body must be JSON")
+    if not isinstance(data, dict):
+        return _bad_request("expected a JSON object")
+    base_id, webhook_id, payloads = (
+        data.get("base_id"),
+        data.get("webhook_id"),
+        data.get("payloads"),
+    )
+    if (
+        not isinstance(base_id, str)
+        or not base_id
+        or not isinstance(webhook_id, str)
+        or not webhook_id
+    ):
+        return _bad_request("base_id and webhook_id are required strings")
+    if not isinstance(payloads, list) or not all(isinstance(p, dict) for p in payloads):
+        return _bad_request("payloads must be a list of objects")
+    options: dict[str, Any] = {}
+    if "page_size" in data:
+        page_size = data["page_size"]
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 1:
+            return _bad_request("page_size must be a positive integer")
+        options["page_size"] = page_size
+    state: SandboxState = request.app.state.sandbox
+    count = state.seed(airtable_webhook_key(base_id, webhook_id), payloads, **options)
+    return JSONResponse(
+        {"base_id": base_id, "webhook_id": webhook_id, "payloads": count}, status_code=201
+    )
+
+
 async def _health(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -495,7 +677,18 @@ def create_sandbox_app() -> Starlette:
             Route("/_sandbox/faults", _clear_faults, methods=["DELETE"]),
             Route("/_sandbox/calls", _list_calls, methods=["GET"]),
             Route("/_sandbox/calls", _reset_calls, methods=["DELETE"]),
+            Route("/_sandbox/airtable/payloads", _seed_airtable_payloads, methods=["POST"]),
             Route("/slack/api/{method}", _slack_route, methods=["GET", "POST"]),
+            Route(
+                "/airtable/v0/bases/{base_id}/webhooks/{webhook_id}/payloads",
+                _airtable_payloads_route,
+                methods=["GET"],
+            ),
+            Route(
+                "/airtable/{rest:path}",
+                _airtable_unknown_route,
+                methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            ),
         ]
     )
     app.state.sandbox = SandboxState()

@@ -53,7 +53,9 @@ def test_rotated_out_secret_is_still_accepted(gateway: Gateway) -> None:
 @pytest.mark.parametrize("fault", ["tampered", "wrong-secret", "stale", "missing-header"])
 def test_unverifiable_delivery_is_rejected_and_nothing_stored(gateway: Gateway, fault: str) -> None:
     at = datetime.now(UTC) - timedelta(minutes=10) if fault == "stale" else None
-    body, headers, event_id = _signed(secret="whsec_wrong" if fault == "wrong-secret" else "", at=at)
+    body, headers, event_id = _signed(
+        secret="whsec_wrong" if fault == "wrong-secret" else "", at=at
+    )
     if fault == "tampered":
         body = json.dumps({**json.loads(body), "livemode": True}).encode()
     if fault == "missing-header":
