@@ -21,7 +21,7 @@ from schemas.db import make_async_engine, make_engine
 from schemas.settings import Settings
 from webhooks_gateway.admin import create_admin_api
 from webhooks_gateway.enqueue import celery_enqueue
-from webhooks_gateway.health import healthz, readyz
+from webhooks_gateway.health import healthz, metrics, readyz
 from webhooks_gateway.ingest import Enqueue, Ingest
 from webhooks_gateway.providers import PROVIDERS
 from webhooks_gateway.zapier_hooks import zapier_routes
@@ -93,6 +93,7 @@ def create_app(
         *zapier_routes(settings, engine),
         Route("/webhooks/{provider}", ingest.handle, methods=WEBHOOK_METHODS),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/readyz", readyz(engine, celery), methods=["GET"]),  # type: ignore[arg-type]
         Mount("/admin/api", app=admin),
     ]

@@ -245,3 +245,32 @@ def test_wrong_method_is_a_json_405_and_stores_nothing(
     assert response.status_code == 405
     assert response.json() == {"error": "method_not_allowed", "allowed": ["POST"]}
     assert _rows(sqlite_settings) == []
+
+
+def _outcomes(client: TestClient) -> dict[str, float]:
+    """webhooks_received_total{provider="stripe", outcome=...} as scraped from /metrics."""
+    found: dict[str, float] = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("webhooks_received_total{") and 'provider="stripe"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_every_outcome_is_counted_by_provider(client: TestClient) -> None:
+    before = _outcomes(client)
+    body = body_of(StripeCustomer.new().event("invoice.paid"))
+
+    _post(client, body)
+    _post(client, body)
+    client.post("/webhooks/stripe", content=body, headers={"Stripe-Signature": "t=1,v1=00"})
+    client.get("/webhooks/stripe")
+
+    after = _outcomes(client)
+    counted = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert {k: v for k, v in counted.items() if v} == {
+        "accepted": 1,
+        "duplicate": 1,
+        "invalid_signature": 1,
+        "method_not_allowed": 1,
+    }
