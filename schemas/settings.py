@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     stripe_price_tiers: dict[str, str] = Field(default_factory=dict)
     default_tier: str = "member"
 
+    # Outbound provider APIs; each base URL can point at the provider sandbox.
+    mailchimp_api_key: SecretStr | None = None
+    mailchimp_api_base: str | None = (
+        None  # default: https://<dc>.api.mailchimp.com/3.0 from the key
+    )
+    mailchimp_list_id: str | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_base: str = "https://api.sendgrid.com"
+    sendgrid_from_email: str = "hello@example.com"
+    sendgrid_welcome_template_id: str | None = None
+    sendgrid_payment_failed_template_id: str | None = None
     airtable_api_key: SecretStr | None = None
     airtable_api_base: str = "https://api.airtable.com"
     slack_bot_token: SecretStr | None = None
@@ -118,6 +129,8 @@ class Settings(BaseSettings):
 
     # Inbox sweep: `received` rows older than this were never published (broker down) ...
     inbox_sweep_every_seconds: float = 60.0
+    # Memberships whose paid period has ended are cancelled by a sweep this often.
+    deactivation_sweep_every_seconds: float = 180.0
     inbox_received_stale_seconds: float = 60.0
     # ... and `enqueued`/`dispatched` rows older than this lost their message with the broker.
     inbox_enqueued_stale_seconds: float = 900.0

@@ -112,6 +112,10 @@ class Member(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     stripe_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     clerk_user_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Time of the newest Clerk change applied (Clerk's `updated_at`): older deliveries are stale.
+    clerk_synced_at: Mapped[datetime | None]
+    # Set when Clerk deleted the user: personal data is gone and never comes back.
+    anonymised_at: Mapped[datetime | None]
     visible: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

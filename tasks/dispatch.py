@@ -1,7 +1,10 @@
-"""process_event: parse a stored webhook and fan it out to the tasks its type needs.
+"""process_event: parse a stored webhook and run the steps its type needs, in order.
 
-DISPATCH is the one table of what happens for each event. A type a provider module accepts but that is
-absent here is stored and marked `ignored`; tests hold the two lists together.
+DISPATCH is the one table of what happens for each event: an ordered pipeline of task names. Each
+step runs after the one before it has finished (a Mailchimp sync reads the state the lifecycle step
+wrote; an email goes out only for an applied change), and a replayed dead letter picks the pipeline
+up where it stopped. A type a provider module accepts but that is absent here is stored and marked
+`ignored`; tests hold the two lists together.
 """
 
 from __future__ import annotations
@@ -20,15 +23,41 @@ from workers.logging import get_logger
 
 log = get_logger(__name__)
 
+MAILCHIMP_SYNC = "tasks.member_sync.sync_mailchimp_for_event"
 DISPATCH: dict[tuple[str, str], tuple[str, ...]] = {
-    ("stripe", "checkout.session.completed"): ("tasks.lifecycle.complete_checkout",),
-    ("stripe", "customer.subscription.created"): ("tasks.lifecycle.sync_subscription",),
-    ("stripe", "customer.subscription.updated"): ("tasks.lifecycle.sync_subscription",),
-    ("stripe", "customer.subscription.deleted"): ("tasks.lifecycle.sync_subscription",),
-    ("stripe", "invoice.paid"): ("tasks.lifecycle.record_invoice_paid",),
+    ("stripe", "checkout.session.completed"): (
+        "tasks.lifecycle.complete_checkout",
+        MAILCHIMP_SYNC,
+        "tasks.notification.send_welcome_email",
+    ),
+    ("stripe", "customer.subscription.created"): (
+        "tasks.lifecycle.sync_subscription",
+        MAILCHIMP_SYNC,
+    ),
+    ("stripe", "customer.subscription.updated"): (
+        "tasks.lifecycle.sync_subscription",
+        MAILCHIMP_SYNC,
+    ),
+    ("stripe", "customer.subscription.deleted"): (
+        "tasks.lifecycle.sync_subscription",
+        MAILCHIMP_SYNC,
+    ),
+    ("stripe", "invoice.paid"): ("tasks.lifecycle.record_invoice_paid", MAILCHIMP_SYNC),
     ("stripe", "invoice.payment_failed"): (
         "tasks.lifecycle.record_payment_failed",
+        "tasks.notification.email_payment_failed",
         "tasks.notification.announce_payment_failed",
+    ),
+    ("clerk", "user.created"): ("tasks.lifecycle.link_clerk_user",),
+    # The old address is read from the member before the last step overwrites it.
+    ("clerk", "user.updated"): (
+        "tasks.member_sync.change_mailchimp_email",
+        "tasks.member_sync.update_stripe_customer_email",
+        "tasks.lifecycle.update_clerk_user",
+    ),
+    ("clerk", "user.deleted"): (
+        "tasks.member_sync.remove_from_mailchimp",
+        "tasks.lifecycle.anonymise_member",
     ),
     ("airtable", "airtable.ping"): ("tasks.sync.fetch_airtable_payloads",),
 }
@@ -42,12 +71,7 @@ IGNORED_TYPES: dict[str, tuple[str, ...]] = {
         "BOOKING_RESCHEDULED",
         "MEETING_ENDED",
     ),
-    "clerk": (
-        "session.created",
-        "user.created",
-        "user.deleted",
-        "user.updated",
-    ),
+    "clerk": ("session.created",),
     "daily": (
         "meeting.ended",
         "meeting.started",
@@ -123,7 +147,7 @@ ENVELOPES: dict[str, type[BaseModel]] = {"stripe": StripeEvent}
 
 
 def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
-    """Validate the stored body and return the task names to send; none when already done."""
+    """Validate the stored body and return the steps still to run, in order; none when done."""
     row = inbox.get(session, inbox_id)
     if row.status in inbox.DONE:
         log.info("event.already_done", status=row.status)
@@ -149,11 +173,31 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
     return names
 
 
+def next_step(session: Session, inbox_id: int) -> str | None:
+    """The first step of the event's pipeline that has not finished, if any."""
+    row = inbox.get(session, inbox_id)
+    done = inbox.finished_handlers(session, inbox_id)
+    remaining = [
+        name for name in DISPATCH.get((row.provider, row.event_type), ()) if name not in done
+    ]
+    return remaining[0] if remaining else None
+
+
+def step_done(inbox_id: int, task_name: str) -> str | None:
+    """Mark `task_name` finished for the event and send the next step (after the commit)."""
+    with session_scope(runtime.sessions()) as session:
+        inbox.finish(session, inbox_id, task_name)
+        following = next_step(session, inbox_id)
+    if following is not None:
+        app.send_task(following, args=[inbox_id])
+    return following
+
+
 @app.task(name="tasks.dispatch.process_event", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def process_event(inbox_id: int) -> list[str]:
     with session_scope(runtime.sessions()) as session:
-        names = route_event(session, inbox_id)
-    # Sent after commit; a redelivered process_event sends again, and the handlers are idempotent.
-    for name in names:
-        app.send_task(name, args=[inbox_id])
-    return list(names)
+        steps = route_event(session, inbox_id)
+    # Sent after commit; a redelivered process_event sends it again, and every step is idempotent.
+    if steps:
+        app.send_task(steps[0], args=[inbox_id])
+    return list(steps)

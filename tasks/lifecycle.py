@@ -9,19 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
+from schemas.clerk_events import ClerkEvent, ClerkUser
 from schemas.db import insert_ignoring_conflicts, session_scope
 from schemas.settings import Settings
 from schemas.stripe_events import CheckoutSession, Invoice, StripeEvent, Subscription, from_unix
-from schemas.tables import AuditEntry, Member, Membership
+from schemas.tables import Member, Membership, utcnow
 from tasks import inbox
+from tasks.dispatch import step_done
 from tasks.membership_states import Status, from_stripe_subscription, is_allowed, is_stale
 from workers import runtime
+from workers.audit import audit
 from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask
 from workers.celery_app import app
 from workers.logging import get_logger
@@ -159,10 +162,36 @@ def upsert_member(
         if member is None:  # lost an insert race on the email to a concurrent sign-up
             return upsert_member(session, customer_id=customer_id, email=email, name=name)
     if email and member.email is None:
-        member.email = email
+        other = _locked_member(session, (Member.email == email) & (Member.id != member.id))
+        if other is None or _merge_into(session, member, other):
+            member.email = email
     if name and member.name is None:
         member.name = name
     return member
+
+
+def _merge_into(session: Session, keep: Member, other: Member) -> bool:
+    """One person, two rows: the Clerk sign-up (email, no customer) and the Stripe customer (no
+    email yet, when the subscription event came first). Fold the sign-up into the paying row."""
+    has_membership = session.scalar(select(Membership.id).where(Membership.member_id == other.id))
+    if other.stripe_customer_id is not None or has_membership is not None:
+        log.warning("lifecycle.member_merge_conflict", other_member=other.id)
+        return False
+    clerk_user_id, synced_at, name = other.clerk_user_id, other.clerk_synced_at, other.name
+    session.delete(other)
+    session.flush()  # the unique email and clerk id are free before `keep` takes them
+    keep.clerk_user_id = keep.clerk_user_id or clerk_user_id
+    keep.clerk_synced_at = keep.clerk_synced_at or synced_at
+    keep.name = keep.name or name
+    audit(
+        session,
+        actor="stripe",
+        action="member.merged",
+        entity_type="member",
+        entity_id=keep.id,
+        merged_member=other.id,
+    )
+    return True
 
 
 def _locked_membership(session: Session, member: Member) -> Membership:
@@ -261,29 +290,177 @@ def _audit(
     event: StripeEvent,
     **detail: Any,
 ) -> None:
-    session.add(
-        AuditEntry(
-            actor=ACTOR,
-            action=action,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            inbox_id=inbox_id,
-            detail={"stripe_event_id": event.id, "event_type": event.type, **detail},
-        )
+    audit(
+        session,
+        actor=ACTOR,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        inbox_id=inbox_id,
+        stripe_event_id=event.id,
+        event_type=event.type,
+        **detail,
     )
+
+
+# --- Clerk: who the person is ------------------------------------------------------------------
+
+
+ClerkHandler = Callable[[Session, ClerkUser, datetime, int], str]
+
+
+def _clerk_time(event: ClerkEvent, user_data: dict[str, Any]) -> datetime:
+    """Clerk's `updated_at` (ms) orders user changes; a deletion carries only the event time."""
+    stamp = user_data.get("updated_at") or event.timestamp or 0
+    return datetime.fromtimestamp(int(stamp) / 1000, UTC)
+
+
+def _member_audit(
+    session: Session, action: str, member: Member, inbox_id: int, **detail: Any
+) -> None:
+    audit(
+        session,
+        actor="clerk",
+        action=action,
+        entity_type="member",
+        entity_id=member.id,
+        inbox_id=inbox_id,
+        **detail,
+    )
+
+
+def _clerk_member(session: Session, user: ClerkUser) -> Member | None:
+    return _locked_member(session, Member.clerk_user_id == user.id)
+
+
+def _is_stale_for(member: Member, at: datetime) -> bool:
+    return member.anonymised_at is not None or (
+        member.clerk_synced_at is not None and at < member.clerk_synced_at
+    )
+
+
+def link_clerk_user(session: Session, user: ClerkUser, at: datetime, inbox_id: int) -> str:
+    """Create the member, or link the one a Stripe checkout already made for the same email."""
+    email = user.primary_email
+    member = _clerk_member(session, user)
+    if member is None and email:
+        member = _locked_member(session, Member.email == email)
+        if member is not None and member.clerk_user_id not in (None, user.id):
+            log.warning("lifecycle.email_has_other_clerk_user")
+            return "email_taken"
+    if member is None:
+        dialect = session.get_bind().dialect.name
+        session.execute(
+            insert_ignoring_conflicts(dialect, Member).values(
+                clerk_user_id=user.id, email=email, name=user.name
+            )
+        )
+        member = _clerk_member(session, user)
+        if member is None:
+            return "email_taken"  # a concurrent sign-up holds the address
+        action = "member.created"
+    else:
+        action = "member.linked"
+    if _is_stale_for(member, at) and action == "member.linked":
+        return "stale_event"
+    member.clerk_user_id = user.id
+    member.email = member.email or email
+    member.name = member.name or user.name
+    member.clerk_synced_at = at
+    _member_audit(session, action, member, inbox_id, clerk_user_id=user.id)
+    return "applied"
+
+
+def update_clerk_user(session: Session, user: ClerkUser, at: datetime, inbox_id: int) -> str:
+    member = _clerk_member(session, user)
+    if member is None:
+        return link_clerk_user(session, user, at, inbox_id)
+    if _is_stale_for(member, at):
+        return "stale_event"
+    email = user.primary_email
+    if email and email != member.email:
+        taken = session.scalar(
+            select(Member.id).where(Member.email == email, Member.id != member.id)
+        )
+        if taken is not None:
+            _member_audit(session, "member.email_conflict", member, inbox_id)
+            return "email_taken"
+        member.email = email
+        _member_audit(session, "member.email_changed", member, inbox_id)
+    member.name = user.name or member.name
+    member.clerk_synced_at = at
+    return "applied"
+
+
+def anonymise_member(session: Session, user: ClerkUser, at: datetime, inbox_id: int) -> str:
+    """Clerk deleted the user: drop personal data, keep the ids our other rows point at."""
+    member = _clerk_member(session, user)
+    if member is None or member.anonymised_at is not None:
+        return "nothing_to_do"
+    member.email, member.name, member.visible = None, None, False
+    member.anonymised_at = at
+    _member_audit(session, "member.anonymised", member, inbox_id)
+    return "applied"
+
+
+def run_clerk_step(inbox_id: int, task_name: str, handler: ClerkHandler) -> str:
+    with session_scope(runtime.sessions()) as session:
+        event = ClerkEvent.model_validate_json(inbox.get(session, inbox_id).body)
+        user = ClerkUser.model_validate(event.data)
+        outcome = handler(session, user, _clerk_time(event, event.data), inbox_id)
+    log.info("lifecycle.clerk", outcome=outcome)
+    step_done(inbox_id, task_name)
+    return outcome
+
+
+# --- the end of a paid period, swept by beat ----------------------------------------------------
+
+DEACTIVATION_BATCH = 500
+
+
+def end_due_memberships(session: Session, now: datetime) -> list[int]:
+    """Cancel memberships whose scheduled end has passed; return their members' ids."""
+    due = session.scalars(
+        select(Membership)
+        .where(
+            Membership.status == Status.CANCEL_SCHEDULED,
+            Membership.deactivate_at.is_not(None),
+            Membership.deactivate_at <= now,
+        )
+        .order_by(Membership.id)
+        .limit(DEACTIVATION_BATCH)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for membership in due:
+        membership.status = Status.CANCELED
+        membership.ended_at = membership.deactivate_at
+        member = session.get(Member, membership.member_id)
+        if member is not None:
+            member.visible = False
+        audit(
+            session,
+            actor="scheduler",
+            action="membership.deactivated",
+            entity_type="membership",
+            entity_id=membership.id,
+            deactivate_at=membership.deactivate_at.isoformat()
+            if membership.deactivate_at
+            else None,
+        )
+    return [membership.member_id for membership in due]
 
 
 # --- the tasks: a few lines each around the plain functions above ----------------------------
 
 
 def run_handler(inbox_id: int, task_name: str, handler: Handler) -> str:
-    """Apply and mark the handler finished in one transaction: both happen or neither does."""
+    """Apply the change, then hand the event to its next step (a repeat is `already_applied`)."""
     with session_scope(runtime.sessions()) as session:
         row = inbox.get(session, inbox_id)
         outcome = handler(
             session, StripeEvent.model_validate_json(row.body), inbox_id, runtime.settings()
         )
-        inbox.finish(session, inbox_id, task_name)
+    step_done(inbox_id, task_name)
     return outcome
 
 
@@ -305,3 +482,29 @@ def record_invoice_paid(inbox_id: int) -> str:
 @app.task(name="tasks.lifecycle.record_payment_failed", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def record_payment_failed(inbox_id: int) -> str:
     return run_handler(inbox_id, record_payment_failed.name, apply_payment_failed)
+
+
+@app.task(name="tasks.lifecycle.link_clerk_user", base=GatewayTask, **DATABASE_TASK_LIMITS)
+def link_clerk_user_task(inbox_id: int) -> str:
+    return run_clerk_step(inbox_id, link_clerk_user_task.name, link_clerk_user)
+
+
+@app.task(name="tasks.lifecycle.update_clerk_user", base=GatewayTask, **DATABASE_TASK_LIMITS)
+def update_clerk_user_task(inbox_id: int) -> str:
+    return run_clerk_step(inbox_id, update_clerk_user_task.name, update_clerk_user)
+
+
+@app.task(name="tasks.lifecycle.anonymise_member", base=GatewayTask, **DATABASE_TASK_LIMITS)
+def anonymise_member_task(inbox_id: int) -> str:
+    return run_clerk_step(inbox_id, anonymise_member_task.name, anonymise_member)
+
+
+@app.task(name="tasks.lifecycle.end_due_memberships", soft_time_limit=50, time_limit=55)
+def end_due_memberships_task() -> int:
+    with session_scope(runtime.sessions()) as session:
+        member_ids = end_due_memberships(session, utcnow())
+    # After the commit: each member's Mailchimp tags follow (active off, alumni on).
+    for member_id in member_ids:
+        app.send_task("tasks.member_sync.sync_mailchimp_member", args=[member_id])
+    log.info("lifecycle.deactivated", count=len(member_ids))
+    return len(member_ids)

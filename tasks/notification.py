@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import AbstractContextManager
 
 from sqlalchemy import select, update
 
@@ -10,12 +11,17 @@ from schemas.db import session_scope
 from schemas.stripe_events import Invoice, StripeEvent
 from schemas.tables import DeadLetter, utcnow
 from tasks import inbox
+from tasks.clients.sendgrid import SendGridClient
 from tasks.clients.slack import SlackClient
+from tasks.dispatch import step_done
+from tasks.members import member_for_event, membership_of
+from tasks.membership_states import Status
 from workers import runtime
 from workers.base_task import ALERT_PENDING_KEY, PROVIDER_CALL_TASK_LIMITS, GatewayTask
 from workers.celery_app import app
 from workers.dead_letters import DeadLetterStatus
 from workers.effects import once
+from workers.errors import ConfigurationError
 from workers.logging import get_logger
 
 log = get_logger(__name__)
@@ -68,6 +74,16 @@ def alert_dead_letters() -> int:
     return len(rows)
 
 
+def _invoice(inbox_id: int) -> Invoice:
+    with session_scope(runtime.sessions()) as session:
+        event = StripeEvent.model_validate_json(inbox.get(session, inbox_id).body)
+    return Invoice.model_validate(event.data.object)
+
+
+def _once(key: str, inbox_id: int, task: GatewayTask) -> AbstractContextManager[bool]:
+    return once(runtime.sessions(), key, task_id=task.request.id, inbox_id=inbox_id)
+
+
 @app.task(
     name="tasks.notification.announce_payment_failed",
     base=GatewayTask,
@@ -75,23 +91,84 @@ def alert_dead_letters() -> int:
 )
 def announce_payment_failed(inbox_id: int) -> str:
     """Tell the operators' channel once per invoice, however often the event is replayed."""
-    with session_scope(runtime.sessions()) as session:
-        invoice = Invoice.model_validate(
-            StripeEvent.model_validate_json(inbox.get(session, inbox_id).body).data.object
-        )
-    settings = runtime.settings()
+    invoice, settings = _invoice(inbox_id), runtime.settings()
     text = (
         f":warning: Payment failed for {invoice.customer_email or invoice.customer} "
         f"(invoice {invoice.id}); Stripe will retry the card."
     )
-    with once(
-        runtime.sessions(),
-        f"slack:payment_failed:{invoice.id}",
-        task_id=announce_payment_failed.request.id,
-        inbox_id=inbox_id,
-    ) as go:
+    with _once(f"slack:payment_failed:{invoice.id}", inbox_id, announce_payment_failed) as go:
         if go:
             SlackClient(settings).post_message(settings.slack_operators_channel, text)
-    with session_scope(runtime.sessions()) as session:
-        inbox.finish(session, inbox_id, announce_payment_failed.name)
+    step_done(inbox_id, announce_payment_failed.name)
     return "posted" if go else "already_posted"
+
+
+def _template(template_id: str | None, name: str) -> str:
+    if not template_id:
+        raise ConfigurationError(f"{name} is not set; the email cannot be sent")
+    return template_id
+
+
+@app.task(
+    name="tasks.notification.email_payment_failed",
+    base=GatewayTask,
+    **PROVIDER_CALL_TASK_LIMITS,
+)
+def email_payment_failed(inbox_id: int) -> str:
+    """One email to the member per failed invoice (Stripe retries the card; we do not re-send)."""
+    invoice, settings = _invoice(inbox_id), runtime.settings()
+    with session_scope(runtime.sessions()) as session:
+        member = member_for_event(session, inbox.get(session, inbox_id))
+        to_email = (member.email if member else None) or invoice.customer_email
+        name = member.name if member else None
+    if not to_email:
+        outcome = "no_address"
+    else:
+        template = _template(
+            settings.sendgrid_payment_failed_template_id, "SENDGRID_PAYMENT_FAILED_TEMPLATE_ID"
+        )
+        with _once(f"sendgrid:payment_failed:{invoice.id}", inbox_id, email_payment_failed) as go:
+            if go:
+                SendGridClient(settings).send_template(
+                    to_email,
+                    template,
+                    {"first_name": (name or "").split(" ")[0], "invoice_id": invoice.id},
+                    to_name=name,
+                    custom_args={"hookfleet_invoice": invoice.id},
+                )
+        outcome = "sent" if go else "already_sent"
+    step_done(inbox_id, email_payment_failed.name)
+    return outcome
+
+
+@app.task(
+    name="tasks.notification.send_welcome_email",
+    base=GatewayTask,
+    **PROVIDER_CALL_TASK_LIMITS,
+)
+def send_welcome_email(inbox_id: int) -> str:
+    """The welcome goes out once per member, when a checkout made them active."""
+    settings = runtime.settings()
+    with session_scope(runtime.sessions()) as session:
+        member = member_for_event(session, inbox.get(session, inbox_id))
+        membership = membership_of(session, member) if member else None
+        recipient = None
+        if member and member.email and membership and membership.status == Status.ACTIVE:
+            recipient = (member.id, member.email, member.name, membership.tier)
+    if recipient is None:
+        outcome = "not_active"
+    else:
+        member_id, to_email, name, tier = recipient
+        template = _template(settings.sendgrid_welcome_template_id, "SENDGRID_WELCOME_TEMPLATE_ID")
+        with _once(f"sendgrid:welcome:{member_id}", inbox_id, send_welcome_email) as go:
+            if go:
+                SendGridClient(settings).send_template(
+                    to_email,
+                    template,
+                    {"first_name": (name or "").split(" ")[0], "tier": tier},
+                    to_name=name,
+                    custom_args={"hookfleet_member": str(member_id)},
+                )
+        outcome = "sent" if go else "already_sent"
+    step_done(inbox_id, send_welcome_email.name)
+    return outcome

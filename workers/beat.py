@@ -9,6 +9,10 @@ from schemas.settings import Settings
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
+        "deactivation-sweep": {
+            "task": "tasks.lifecycle.end_due_memberships",
+            "schedule": settings.deactivation_sweep_every_seconds,
+        },
         "inbox-sweep": {
             "task": "workers.maintenance.sweep_inbox",
             "schedule": settings.inbox_sweep_every_seconds,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from schemas.settings import Settings
@@ -52,13 +54,29 @@ def send() -> None:
     """Deliver a realistic, signed webhook to the gateway, as the provider would."""
 
 
+def _webhook_secrets(settings: Settings) -> dict[str, str]:
+    """The secrets the gateway checks: configured ones, else the sandbox's local ones."""
+    from workers.sandbox.local_secrets import sandbox_secret
+
+    stripe = settings.stripe_webhook_secret
+    clerk = settings.clerk_webhook_signing_secret
+    return {
+        "stripe": stripe[0].get_secret_value()
+        if stripe
+        else sandbox_secret("STRIPE_WEBHOOK_SECRET"),
+        "clerk": clerk[0].get_secret_value()
+        if clerk
+        else sandbox_secret("CLERK_WEBHOOK_SIGNING_SECRET"),
+    }
+
+
 @send.command("stripe")
 @click.argument("event_type")
 @click.option("--email", default="newcomer@example.com", show_default=True)
 @click.option("--customer", default=None, help="cus_... (a new one by default)")
 @click.option("--subscription", default=None, help="sub_... (a new one by default)")
 @click.option("--price", default="price_sandbox_member", show_default=True)
-@click.option("--url", default=None, help="the gateway's Stripe route (default: from settings)")
+@click.option("--url", default=None, help="the gateway's base URL (default: PUBLIC_BASE_URL)")
 def send_stripe(
     event_type: str,
     email: str,
@@ -68,23 +86,62 @@ def send_stripe(
     url: str | None,
 ) -> None:
     """Build EVENT_TYPE for one customer, sign it with STRIPE_WEBHOOK_SECRET and POST it."""
-    from workers.sandbox.local_secrets import sandbox_stripe_secret
-    from workers.sandbox.stripe_webhooks import build_event, deliver
+    from workers.sandbox.scenarios import Delivery
+    from workers.sandbox.stripe_webhooks import build_event
 
     settings = Settings()
-    configured = settings.stripe_webhook_secret
-    secret = configured[0].get_secret_value() if configured else sandbox_stripe_secret()
     event = build_event(
         event_type, email=email, customer=customer, subscription=subscription, price=price
     )
-    target = url or f"{settings.public_base_url.rstrip('/')}/webhooks/stripe"
-    response = deliver(target, event, secret)
-    customer_id = event["data"]["object"].get("customer")
-    click.echo(f"{event['id']} {event_type} customer={customer_id} -> {response.status_code}")
-    click.echo(response.text)
-    if response.status_code >= 300:
+    _post(url or settings.public_base_url, [Delivery("stripe", event)], _webhook_secrets(settings))
+
+
+@send.command("scenario")
+@click.argument("name", type=click.Choice(["signup", "cancel", "payment-failed"]))
+@click.option("--email", default="newcomer@example.com", show_default=True)
+@click.option(
+    "--customer", default=None, help="cus_... of an earlier signup (cancel, payment-failed)"
+)
+@click.option("--subscription", default=None, help="sub_... of an earlier signup")
+@click.option("--ends-in", default=120, show_default=True, help="cancel: seconds to period end")
+@click.option("--url", default=None, help="the gateway's base URL (default: PUBLIC_BASE_URL)")
+def send_scenario(
+    name: str,
+    email: str,
+    customer: str | None,
+    subscription: str | None,
+    ends_in: int,
+    url: str | None,
+) -> None:
+    """Deliver a realistic Clerk + Stripe sequence: signup, cancel or payment-failed."""
+    import time
+
+    from workers.sandbox.scenarios import SCENARIOS, Person
+
+    settings = Settings()
+    person = Person.new(email)
+    person = Person(
+        person.email,
+        customer or person.customer,
+        subscription or person.subscription,
+        person.clerk_user,
+    )
+    deliveries = SCENARIOS[name](person, int(time.time()), ends_in)
+    click.echo(f"{name}: customer={person.customer} subscription={person.subscription}")
+    _post(url or settings.public_base_url, deliveries, _webhook_secrets(settings))
+
+
+def _post(base_url: str, deliveries: list[Any], secrets: dict[str, str]) -> None:
+    from workers.sandbox.scenarios import deliver
+
+    failed = False
+    for delivery in deliveries:
+        response = deliver(base_url, delivery, secrets)
+        event = delivery.event
+        click.echo(
+            f"{delivery.provider} {event['type']} {event.get('id', '')} -> {response.status_code}"
+        )
+        click.echo(response.text)
+        failed = failed or response.status_code >= 300
+    if failed:
         raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ from honcho.manager import Manager
 from schemas.migrate import upgrade
 from schemas.settings import Settings
 from workers.queues import QUEUES
-from workers.sandbox.local_secrets import STATE_DIR, sandbox_stripe_secret
+from workers.sandbox.local_secrets import STATE_DIR, sandbox_overrides
 
 LOCAL_REDIS = ("127.0.0.1", 6379)
 
@@ -69,20 +69,14 @@ def run_fleet() -> None:
         redis_url, private = _private_redis()
         notes.append("no Redis was running: started a private redis-server for this run")
     env["REDIS_URL"] = redis_url
-    if not settings.stripe_webhook_secret:
-        env["STRIPE_WEBHOOK_SECRET"] = sandbox_stripe_secret()
-        notes.append(
-            "sandbox mode: no STRIPE_WEBHOOK_SECRET set, using a local one; "
-            "try `.venv/bin/hookfleet send stripe checkout.session.completed`"
-        )
     sandbox_url = f"http://127.0.0.1:{settings.sandbox_port}"
-    if settings.slack_bot_token is None:
-        env["SLACK_BOT_TOKEN"] = "xoxb-sandbox"  # noqa: S105 - what the sandbox accepts
-        env["SLACK_API_BASE"] = f"{sandbox_url}/slack/api/"
-        notes.append(f"no SLACK_BOT_TOKEN: Slack is played by the sandbox at {sandbox_url}")
-    if settings.airtable_api_key is None:
-        env["AIRTABLE_API_KEY"] = "patSandbox"
-        env["AIRTABLE_API_BASE"] = f"{sandbox_url}/airtable"
+    played = sandbox_overrides(settings, sandbox_url)
+    env |= played
+    if played:
+        notes.append(
+            f"sandbox mode: providers with no keys set are played by the sandbox at {sandbox_url}; "
+            "try `.venv/bin/hookfleet send scenario signup`"
+        )
     upgrade(settings)
     STATE_DIR.mkdir(exist_ok=True)
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"

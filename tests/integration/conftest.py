@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import redis as redis_client
+from pydantic import SecretStr
 
 from schemas.settings import Settings
 from tests.conftest import STRIPE_OLD_SECRET, STRIPE_SECRET, make_settings
@@ -28,9 +29,11 @@ from tests.support.processes import (
     wait_until,
     worker_service,
 )
+from tests.support.provider_secrets import current
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import body_of
 from workers.celery_app import make_celery
+from workers.sandbox.local_secrets import sandbox_overrides
 
 pytestmark = pytest.mark.integration
 OPERATORS_CHANNEL = "#hookfleet-ops-test"
@@ -54,11 +57,19 @@ def fleet_env(
         "INBOX_SWEEP_EVERY_SECONDS": "2",
         "INBOX_RECEIVED_STALE_SECONDS": "2",
         "INBOX_ENQUEUED_STALE_SECONDS": "120",
+        "DEACTIVATION_SWEEP_EVERY_SECONDS": "2",
         "SLACK_BOT_TOKEN": "xoxb-hookfleet-test",
         "SLACK_OPERATORS_CHANNEL": OPERATORS_CHANNEL,
     }
     if sandbox is not None:
+        # Every outbound provider is played by the sandbox, as `make run` does without keys.
+        configured = make_settings(
+            clerk_webhook_signing_secret=(SecretStr(current("CLERK_WEBHOOK_SIGNING_SECRET")),),
+            slack_bot_token=SecretStr("xoxb-hookfleet-test"),
+        )
+        env |= sandbox_overrides(configured, sandbox.url)
         env["SLACK_API_BASE"] = sandbox.slack_api_base
+    env["CLERK_WEBHOOK_SIGNING_SECRET"] = current("CLERK_WEBHOOK_SIGNING_SECRET")
     return env
 
 
@@ -164,7 +175,9 @@ def redis(fleet_dir: Path) -> Iterator[Service]:
 def fleet(
     database_url: str, redis: Service, fleet_dir: Path, sandbox: SandboxServer
 ) -> Iterator[Fleet]:
-    with running_fleet(database_url, redis_url_of(redis), fleet_dir / "shared", sandbox) as running:
+    with running_fleet(
+        database_url, redis_url_of(redis), fleet_dir / "shared", sandbox, beat=True
+    ) as running:
         yield running
 
 

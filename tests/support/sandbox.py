@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from tests.support.processes import Service, free_port, wait_for_http
+from workers.sandbox.sendgrid import recipients
 
 
 class SandboxServer:
@@ -25,6 +26,21 @@ class SandboxServer:
     def slack_api_base(self) -> str:
         """What SLACK_API_BASE (Settings.slack_api_base) should be to reach this sandbox."""
         return f"{self.url}/slack/api/"
+
+    @property
+    def stripe_api_base(self) -> str:
+        """STRIPE_API_BASE (Settings.stripe_api_base) for this sandbox."""
+        return f"{self.url}/stripe"
+
+    @property
+    def mailchimp_api_base(self) -> str:
+        """MAILCHIMP_API_BASE (Settings.mailchimp_api_base) for this sandbox."""
+        return f"{self.url}/mailchimp/3.0"
+
+    @property
+    def sendgrid_api_base(self) -> str:
+        """SENDGRID_API_BASE (Settings.sendgrid_api_base) for this sandbox."""
+        return f"{self.url}/sendgrid"
 
     def start(self) -> SandboxServer:
         self.service.start()
@@ -93,6 +109,71 @@ class SandboxServer:
         self._request("DELETE", "/_sandbox/faults")
 
     def reset(self) -> None:
-        """Clear faults, recorded calls and rate-limit state (between tests)."""
+        """Clear faults, recorded calls and rate-limit state (between tests). What providers hold
+        (Stripe customers, Mailchimp members, idempotency keys) stays, as at the provider: tests keep
+        apart with ids of their own."""
         self.clear_faults()
         self._request("DELETE", "/_sandbox/calls")
+
+    def concurrency(self, provider: str) -> dict[str, int]:
+        """`{"in_flight", "max_in_flight"}`: the most calls to `provider` under one key seen at once."""
+        result: dict[str, int] = self._request(
+            "GET", "/_sandbox/concurrency", params={"provider": provider}
+        )
+        return result
+
+    # Stripe ---------------------------------------------------------------------------------------
+
+    def seed_stripe_customer(
+        self,
+        customer_id: str | None = None,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A customer Stripe holds (replacing one with that id); returns the customer object."""
+        seed: dict[str, Any] = {"email": email, "name": name, "metadata": metadata or {}}
+        if customer_id is not None:
+            seed["id"] = customer_id
+        customer: dict[str, Any] = self._request("POST", "/_sandbox/stripe/customers", json=seed)
+        return customer
+
+    def stripe_customer(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer as Stripe holds it now, or None when there is no such customer."""
+        response = httpx.get(f"{self.url}/_sandbox/stripe/customers/{customer_id}", timeout=5)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        customer: dict[str, Any] = response.json()
+        return customer
+
+    # Mailchimp ------------------------------------------------------------------------------------
+
+    def mailchimp_members(self, list_id: str) -> list[dict[str, Any]]:
+        """The list's members: `{"id", "email_address", "status", "merge_fields", "tags", ...}`."""
+        members: list[dict[str, Any]] = self._request(
+            "GET", f"/_sandbox/mailchimp/lists/{list_id}/members"
+        )["members"]
+        return members
+
+    def mailchimp_member(self, list_id: str, email: str) -> dict[str, Any] | None:
+        """The member with this email (any case), or None."""
+        wanted = email.strip().lower()
+        for member in self.mailchimp_members(list_id):
+            if str(member["email_address"]).lower() == wanted:
+                return member
+        return None
+
+    # SendGrid -------------------------------------------------------------------------------------
+
+    def sent_emails(self) -> list[dict[str, Any]]:
+        """The mail/send calls SendGrid accepted (202), oldest first; each call's `body` is the whole
+        request (`template_id`, `personalizations[].to`, `dynamic_template_data`, ...) and its
+        `reply_headers` hold the `X-Message-Id`."""
+        return self.effects("sendgrid", "mail-send")
+
+    def email_recipients(self) -> list[dict[str, Any]]:
+        """The accepted emails one recipient at a time, oldest first:
+        `{"to", "name", "from", "template_id", "data", "custom_args", "message_id"}`."""
+        return recipients(self.calls("sendgrid", "mail-send"))

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from schemas.tables import InboxStatus, WebhookEvent
-from tasks.dispatch import DISPATCH, route_event
+from tasks.dispatch import DISPATCH, next_step, route_event
 from tasks.inbox import InboxRowMissingError, finish
 from tests.support.stripe_fixtures import StripeCustomer, body_of
 from workers.effects import mark_handled
@@ -50,21 +50,34 @@ def test_handled_event_is_routed_to_its_tasks_and_marked_dispatched(
 
 def test_redispatch_sends_only_the_handlers_that_have_not_finished(db_session: Session) -> None:
     row = _stored(db_session, "invoice.payment_failed")
-    first, second = route_event(db_session, row.id)
+    first, *rest = route_event(db_session, row.id)
     mark_handled(db_session, row.id, first)
 
-    assert route_event(db_session, row.id) == (second,)
+    assert route_event(db_session, row.id) == tuple(rest)
 
 
 def test_event_is_processed_only_when_its_last_handler_finishes(db_session: Session) -> None:
     row = _stored(db_session, "invoice.payment_failed")
-    first, second = route_event(db_session, row.id)
+    *earlier, last = route_event(db_session, row.id)
 
-    finish(db_session, row.id, first)
+    for step in earlier:
+        finish(db_session, row.id, step)
     assert row.status == InboxStatus.DISPATCHED
-    finish(db_session, row.id, second)
+    finish(db_session, row.id, last)
     db_session.refresh(row)
     assert row.status == InboxStatus.PROCESSED
+
+
+def test_the_next_step_is_the_first_unfinished_one_in_pipeline_order(db_session: Session) -> None:
+    row = _stored(db_session, "invoice.payment_failed")
+    steps = route_event(db_session, row.id)
+
+    assert next_step(db_session, row.id) == steps[0]
+    finish(db_session, row.id, steps[0])
+    assert next_step(db_session, row.id) == steps[1]
+    for step in steps[1:]:
+        finish(db_session, row.id, step)
+    assert next_step(db_session, row.id) is None
 
 
 def test_event_type_without_handler_is_marked_ignored(db_session: Session) -> None:

@@ -253,3 +253,19 @@ def test_invoice_without_a_subscription_changes_no_membership(
 
     assert apply(db_session, pg_settings, one_off) == "not_a_subscription"
     assert actions(db_session, one_off) == ["invoice.not_a_subscription"]
+
+
+def test_subscription_first_then_clerk_signup_then_checkout_fold_into_one_member(
+    db_session: Session, pg_settings: Settings, who: StripeCustomer
+) -> None:
+    apply(db_session, pg_settings, who.event("customer.subscription.created", created=T0))
+    signup = Member(email=who.email, clerk_user_id=f"user_{who.customer}", name="Jenny Rosen")
+    db_session.add(signup)
+    db_session.flush()
+
+    apply(db_session, pg_settings, who.event("checkout.session.completed", created=T0))
+
+    member = member_of(db_session, who)
+    assert (member.email, member.clerk_user_id) == (who.email, f"user_{who.customer}")
+    assert db_session.scalars(select(Member).where(Member.email == who.email)).all() == [member]
+    assert membership_of(db_session, who).status == "active"

@@ -3,8 +3,14 @@
 Each provider endpoint is a handler registered under (provider, endpoint); the shared pipeline parses
 the request, applies injected faults (latency, then a canned status), runs the handler and records the
 call. Hookfleet's outbound clients point here through settings (SLACK_API_BASE = <sandbox>/slack/api/,
-AIRTABLE_API_BASE = <sandbox>/airtable). The control API under `/_sandbox/` injects faults, lists what
-was received and seeds what a provider holds (`POST /_sandbox/airtable/payloads`).
+AIRTABLE_API_BASE = <sandbox>/airtable, STRIPE_API_BASE = <sandbox>/stripe, MAILCHIMP_API_BASE =
+<sandbox>/mailchimp/3.0, SENDGRID_API_BASE = <sandbox>/sendgrid). The control API under `/_sandbox/`
+injects faults, lists what was received, reports the most simultaneous calls seen per provider and
+seeds or reads what a provider holds (`POST /_sandbox/airtable/payloads`, `/_sandbox/stripe/...`,
+`/_sandbox/mailchimp/...`).
+
+Slack and Airtable are played here; Stripe, Mailchimp and SendGrid in their own modules
+(workers.sandbox.stripe, .mailchimp, .sendgrid), which register their endpoints and routes with this one.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,8 +30,8 @@ from urllib.parse import parse_qsl
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from workers.logging import get_logger
 
@@ -58,12 +65,27 @@ class Incoming:
 
 @dataclass(frozen=True)
 class Reply:
+    """A body of None answers with no content at all (SendGrid's 202, Mailchimp's 204)."""
+
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # None: the call took effect when it succeeded; False for a success that changed nothing (a Stripe
+    # idempotent replay answers the first response again).
+    effect: bool | None = None
+    media_type: str | None = None  # default application/json
 
 
 Handler = Callable[["SandboxState", Incoming], Reply]
+
+
+@dataclass(frozen=True)
+class ConcurrencyLimit:
+    """At most `limit` calls in flight under `key` at once; the call over it gets `refusal`."""
+
+    key: Hashable
+    limit: int
+    refusal: Reply
 
 
 @dataclass(frozen=True)
@@ -73,10 +95,19 @@ class ProviderSpec:
     name: str
     unknown_endpoint: Handler
     fault_body: Callable[[int], Any]
+    # Content type of injected faults (Mailchimp answers errors as application/problem+json).
+    fault_media_type: str | None = None
+    # A limit on simultaneous calls (Mailchimp: 10 connections per API key), held while a call is served.
+    concurrency: Callable[[Incoming], ConcurrencyLimit | None] | None = None
 
 
 _ENDPOINTS: dict[tuple[str, str], Handler] = {}
 _PROVIDERS: dict[str, ProviderSpec] = {}
+
+
+def register_provider(spec: ProviderSpec) -> ProviderSpec:
+    _PROVIDERS[spec.name] = spec
+    return spec
 
 
 def endpoint(provider: str, name: str) -> Callable[[Handler], Handler]:
@@ -124,15 +155,19 @@ class _TokenBucket:
 
 
 class SandboxState:
-    """Calls, faults and rate-limit buckets; every method is safe from any thread (one lock)."""
+    """Calls, faults, rate-limit buckets and what providers hold; every method is safe from any thread
+    (one lock, re-entrant so a handler may take tokens while it holds the providers' records)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._calls: list[dict[str, Any]] = []
         self._faults: dict[tuple[str, str], list[Fault]] = {}
         self._buckets: dict[Hashable, _TokenBucket] = {}
         self._seeded: dict[Hashable, tuple[list[Any], dict[str, Any]]] = {}
+        self._held: dict[Hashable, Any] = {}
+        self._in_flight: dict[Hashable, int] = {}
+        self._max_in_flight: dict[Hashable, int] = {}
         self._last_ts_micros = 0
 
     # faults -----------------------------------------------------------------------------------------
@@ -182,12 +217,43 @@ class SandboxState:
             ]
 
     def reset_calls(self) -> int:
-        """Forget recorded calls and rate-limit state (faults stay: they have their own reset)."""
+        """Forget recorded calls, rate-limit state and the most simultaneous calls seen (faults stay:
+        they have their own reset; calls in flight stay counted until they end)."""
         with self._lock:
             cleared = len(self._calls)
             self._calls.clear()
             self._buckets.clear()
+            self._max_in_flight = {key: n for key, n in self._in_flight.items() if n}
             return cleared
+
+    # concurrency ------------------------------------------------------------------------------------
+
+    def enter(self, key: Hashable) -> int:
+        """Count one more call in flight under `key`; return how many are in flight now."""
+        with self._lock:
+            now = self._in_flight.get(key, 0) + 1
+            self._in_flight[key] = now
+            self._max_in_flight[key] = max(now, self._max_in_flight.get(key, 0))
+            return now
+
+    def leave(self, key: Hashable) -> None:
+        with self._lock:
+            self._in_flight[key] = max(0, self._in_flight.get(key, 0) - 1)
+
+    def concurrency(self, provider: str | None = None) -> dict[str, int]:
+        """Calls in flight now and the most seen at once (since the last reset), for the busiest key
+        of `provider` (concurrency keys are tuples that start with the provider's name)."""
+
+        def ours(key: Hashable) -> bool:
+            return provider is None or (isinstance(key, tuple) and key[:1] == (provider,))
+
+        with self._lock:
+            return {
+                "in_flight": max((n for k, n in self._in_flight.items() if ours(k)), default=0),
+                "max_in_flight": max(
+                    (n for k, n in self._max_in_flight.items() if ours(k)), default=0
+                ),
+            }
 
     # rate limits and ids ----------------------------------------------------------------------------
 
@@ -204,6 +270,15 @@ class SandboxState:
                 bucket.tokens -= 1.0
                 return 0.0
             return (1.0 - bucket.tokens) / per_second
+
+    def tokens_left(self, key: Hashable, *, burst: int, per_second: float) -> float:
+        """The tokens in `key`'s bucket now, without taking one (for X-RateLimit-Remaining headers)."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return float(burst)
+            elapsed = self._clock() - bucket.updated_at
+            return max(0.0, min(float(burst), bucket.tokens + elapsed * per_second))
 
     def penalize(self, key: Hashable, *, seconds: float, per_second: float) -> float:
         """Empty `key`'s bucket so its next token is `seconds` away (a provider's penalty box)."""
@@ -229,6 +304,14 @@ class SandboxState:
                 return None
             items, options = self._seeded[key]
             return list(items), dict(options)
+
+    @contextmanager
+    def holding(self) -> Iterator[dict[Hashable, Any]]:
+        """The records providers keep and change (Stripe customers, Mailchimp members, idempotency
+        results), under the state's lock for the whole block. Like seeded data they survive
+        `reset_calls`; each provider keys its own records with tuples that start with its name."""
+        with self._lock:
+            yield self._held
 
     def next_ts(self) -> str:
         """A Slack-style message timestamp, "<unix>.<6 digits>", unique and increasing."""
@@ -328,8 +411,8 @@ def _slack_fault_body(status: int) -> dict[str, Any]:
 _PROVIDERS["slack"] = ProviderSpec("slack", _slack_unknown_method, _slack_fault_body)
 
 
-async def _slack_route(request: Request) -> JSONResponse:
-    return await _serve(request, "slack", request.path_params["method"])
+async def _slack_route(request: Request) -> Response:
+    return await serve(request, "slack", request.path_params["method"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -437,13 +520,13 @@ def _airtable_fault_body(status: int) -> dict[str, Any]:
 _PROVIDERS["airtable"] = ProviderSpec("airtable", _airtable_unknown_endpoint, _airtable_fault_body)
 
 
-async def _airtable_payloads_route(request: Request) -> JSONResponse:
+async def _airtable_payloads_route(request: Request) -> Response:
     path = {key: str(value) for key, value in request.path_params.items()}
-    return await _serve(request, "airtable", "list-webhook-payloads", path=path)
+    return await serve(request, "airtable", "list-webhook-payloads", path=path)
 
 
-async def _airtable_unknown_route(request: Request) -> JSONResponse:
-    return await _serve(request, "airtable", str(request.path_params["rest"]))
+async def _airtable_unknown_route(request: Request) -> Response:
+    return await serve(request, "airtable", str(request.path_params["rest"]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -474,6 +557,8 @@ async def _read_body(request: Request) -> tuple[dict[str, Any], str | None]:
 def _took_effect(reply: Reply) -> bool:
     if not 200 <= reply.status < 300:
         return False
+    if reply.effect is not None:
+        return reply.effect
     return not (isinstance(reply.body, dict) and reply.body.get("ok") is False)
 
 
@@ -498,15 +583,40 @@ async def _answer(state: SandboxState, call: Incoming) -> tuple[Reply, bool, boo
     if not fault.status:
         return _run_handler(state, call), True, True
     headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-    body = (
-        fault.body if fault.body is not None else _PROVIDERS[call.provider].fault_body(fault.status)
+    spec = _PROVIDERS[call.provider]
+    body = fault.body if fault.body is not None else spec.fault_body(fault.status)
+    return Reply(fault.status, body, headers, media_type=spec.fault_media_type), False, True
+
+
+async def _answer_within_limit(state: SandboxState, call: Incoming) -> tuple[Reply, bool, bool]:
+    """`_answer`, counted among the calls in flight when the provider limits simultaneous calls."""
+    spec = _PROVIDERS[call.provider]
+    limit = spec.concurrency(call) if spec.concurrency is not None else None
+    if limit is None:
+        return await _answer(state, call)
+    try:
+        if state.enter(limit.key) > limit.limit:
+            return limit.refusal, False, False
+        return await _answer(state, call)
+    finally:
+        state.leave(limit.key)
+
+
+def _response(reply: Reply) -> Response:
+    if reply.body is None:
+        return Response(status_code=reply.status, headers=reply.headers)
+    return JSONResponse(
+        reply.body,
+        status_code=reply.status,
+        headers=reply.headers,
+        media_type=reply.media_type or "application/json",
     )
-    return Reply(fault.status, body, headers), False, True
 
 
-async def _serve(
+async def serve(
     request: Request, provider: str, name: str, *, path: dict[str, str] | None = None
-) -> JSONResponse:
+) -> Response:
+    """Parse, fault, answer and record one call to `name` of `provider` (every provider route ends here)."""
     state: SandboxState = request.app.state.sandbox
     received_at = time.time()
     body, body_error = await _read_body(request)
@@ -523,7 +633,7 @@ async def _serve(
     # Shielded: a client that gives up during injected latency must not stop the work or its record
     # (a SIGKILLed worker's call still takes effect once, as it would at the real provider).
     with anyio.CancelScope(shield=True):
-        reply, by_handler, faulted = await _answer(state, call)
+        reply, by_handler, faulted = await _answer_within_limit(state, call)
         effect = by_handler and _took_effect(reply)
         state.record(
             {
@@ -535,6 +645,7 @@ async def _serve(
                 "body": call.body,
                 "headers": {k: v for k, v in call.headers.items() if k != "authorization"},
                 "status": reply.status,
+                "reply_headers": dict(reply.headers),
                 "effect": effect,
                 "fault": faulted,
                 "received_at": received_at,
@@ -548,7 +659,7 @@ async def _serve(
         effect=effect,
         fault=faulted,
     )
-    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+    return _response(reply)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -628,6 +739,12 @@ async def _reset_calls(request: Request) -> JSONResponse:
     return JSONResponse({"cleared": request.app.state.sandbox.reset_calls()})
 
 
+async def _concurrency(request: Request) -> JSONResponse:
+    """`{"in_flight", "max_in_flight"}` for `?provider=` (Mailchimp counts calls per API key)."""
+    state: SandboxState = request.app.state.sandbox
+    return JSONResponse(state.concurrency(request.query_params.get("provider")))
+
+
 async def _seed_airtable_payloads(request: Request) -> JSONResponse:
     """`{"base_id", "webhook_id", "payloads": [...], "page_size"?: N}`: payloads the webhook will list."""
     try:
@@ -677,6 +794,7 @@ def create_sandbox_app() -> Starlette:
             Route("/_sandbox/faults", _clear_faults, methods=["DELETE"]),
             Route("/_sandbox/calls", _list_calls, methods=["GET"]),
             Route("/_sandbox/calls", _reset_calls, methods=["DELETE"]),
+            Route("/_sandbox/concurrency", _concurrency, methods=["GET"]),
             Route("/_sandbox/airtable/payloads", _seed_airtable_payloads, methods=["POST"]),
             Route("/slack/api/{method}", _slack_route, methods=["GET", "POST"]),
             Route(
@@ -689,7 +807,17 @@ def create_sandbox_app() -> Starlette:
                 _airtable_unknown_route,
                 methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
             ),
+            *_provider_module_routes(),
         ]
     )
     app.state.sandbox = SandboxState()
     return app
+
+
+def _provider_module_routes() -> list[BaseRoute]:
+    return [*stripe.ROUTES, *mailchimp.ROUTES, *sendgrid.ROUTES]
+
+
+# The providers played in modules of their own register their endpoints when imported; they import this
+# module's shapes, so they come last.
+from workers.sandbox import mailchimp, sendgrid, stripe  # noqa: E402

@@ -20,12 +20,19 @@ API_VERSION = "2025-03-31.basil"
 DAY = 86_400
 
 
-def _id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
 def _subscription(
-    *, subscription: str, customer: str, price: str, status: str, now: int, cancel: bool
+    *,
+    subscription: str,
+    customer: str,
+    price: str,
+    status: str,
+    now: int,
+    cancel: bool,
+    period_end: int,
 ) -> dict[str, Any]:
     return {
         "id": subscription,
@@ -33,7 +40,7 @@ def _subscription(
         "customer": customer,
         "status": status,
         "cancel_at_period_end": cancel,
-        "cancel_at": now + 30 * DAY if cancel else None,
+        "cancel_at": period_end if cancel else None,
         "canceled_at": now if status == "canceled" else None,
         "collection_method": "charge_automatically",
         "created": now - 60,
@@ -45,10 +52,10 @@ def _subscription(
             "has_more": False,
             "data": [
                 {
-                    "id": _id("si"),
+                    "id": new_id("si"),
                     "object": "subscription_item",
                     "current_period_start": now,
-                    "current_period_end": now + 30 * DAY,
+                    "current_period_end": period_end,
                     "quantity": 1,
                     "price": {
                         "id": price,
@@ -68,7 +75,7 @@ def _subscription(
 
 def _checkout(ctx: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": _id("cs_test"),
+        "id": new_id("cs_test"),
         "object": "checkout.session",
         "mode": "subscription",
         "status": "complete",
@@ -89,7 +96,7 @@ def _checkout(ctx: dict[str, Any]) -> dict[str, Any]:
 def _invoice(ctx: dict[str, Any], *, paid: bool) -> dict[str, Any]:
     now = ctx["now"]
     return {
-        "id": _id("in"),
+        "id": new_id("in"),
         "object": "invoice",
         "customer": ctx["customer"],
         "customer_email": ctx["email"],
@@ -107,7 +114,7 @@ def _invoice(ctx: dict[str, Any], *, paid: bool) -> dict[str, Any]:
         "lines": {
             "object": "list",
             "has_more": False,
-            "data": [{"id": _id("il"), "period": {"start": now, "end": now + 30 * DAY}}],
+            "data": [{"id": new_id("il"), "period": {"start": now, "end": ctx["period_end"]}}],
         },
         "created": now,
     }
@@ -121,6 +128,7 @@ def _sub(status: str, cancel: bool = False) -> Callable[[dict[str, Any]], dict[s
         status=status,
         now=ctx["now"],
         cancel=cancel,
+        period_end=ctx["period_end"],
     )
 
 
@@ -143,21 +151,23 @@ def build_event(
     price: str = "price_sandbox_member",
     name: str = "Sandbox Member",
     created: int | None = None,
+    period_end: int | None = None,
 ) -> dict[str, Any]:
     """A Stripe event of `event_type` for one customer, as Stripe would deliver it."""
     if event_type not in BUILDERS:
         raise ValueError(f"the sandbox builds {sorted(BUILDERS)}, not {event_type!r}")
     now = created if created is not None else int(time.time())
     ctx = {
-        "customer": customer or _id("cus"),
-        "subscription": subscription or _id("sub"),
+        "customer": customer or new_id("cus"),
+        "subscription": subscription or new_id("sub"),
         "email": email,
         "name": name,
         "price": price,
         "now": now,
+        "period_end": period_end if period_end is not None else now + 30 * DAY,
     }
     return {
-        "id": _id("evt"),
+        "id": new_id("evt"),
         "object": "event",
         "api_version": API_VERSION,
         "created": now,
