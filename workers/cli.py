@@ -145,3 +145,7 @@ def _post(base_url: str, deliveries: list[Any], secrets: dict[str, str]) -> None
         failed = failed or response.status_code >= 300
     if failed:
         raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -72,7 +72,7 @@ def test_fleet_starts_on_sqlite_announces_itself_and_processes_a_sent_event(
         assert any("sandbox mode" in line for line in first_lines)
 
         sent = hookfleet(
-            "send", "stripe", "checkout.session.completed", "--email", "first.member@example.com",
+            "send", "scenario", "signup", "--email", "first.member@example.com",
             env=env, cwd=tmp_path, timeout=30, inherit_env=False,
         )  # fmt: skip
         assert sent.returncode == 0, sent.stdout + sent.stderr
@@ -83,7 +83,12 @@ def test_fleet_starts_on_sqlite_announces_itself_and_processes_a_sent_event(
                 == [("first.member@example.com", "active")]
             ),
             timeout=30,
-            what="the sent member in the SQLite database",
+            what="the signed-up member in the SQLite database",
+        )
+        welcomes = f"http://127.0.0.1:{sandbox_port}/_sandbox/calls?provider=sendgrid"
+        wait_until(
+            lambda: "first.member@example.com" in httpx.get(welcomes, timeout=2).text,
+            what="the welcome email at the sandbox",
         )
     finally:
         if fleet.poll() is None:

@@ -21,6 +21,7 @@ from tests.integration.conftest import Fleet
 from tests.support.processes import wait_until
 from tests.support.provider_secrets import current
 from tests.support.sandbox import SandboxServer
+from workers.sandbox.clerk_webhooks import build_user_event
 from workers.sandbox.scenarios import Delivery, Person, cancel, deliver, payment_failed, signup
 
 pytestmark = pytest.mark.integration
@@ -203,3 +204,61 @@ def test_mailchimp_429_is_waited_out_and_the_sync_completes(
     waited = float(upserts[1]["received_at"]) - float(upserts[0]["received_at"])
     print(f"\nMailchimp 429 Retry-After 1: next attempt after {waited:.2f}s")
     assert waited >= 1.0
+
+
+def test_new_primary_email_in_clerk_moves_the_member_the_stripe_customer_and_the_subscriber(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    who = _person()
+    clean_sandbox.seed_stripe_customer(who.customer, email=who.email)
+    _signed_up(fleet, clean_sandbox, pg_engine, who)
+    new_email = f"renamed-{secrets.token_hex(4)}@example.com"
+    later_ms = int(time.time() * 1000) + 5_000
+    change = build_user_event(
+        "user.updated", user_id=who.clerk_user, email=new_email, updated_ms=later_ms
+    )
+
+    _send(fleet, [Delivery("clerk", change), Delivery("clerk", change)])
+
+    def moved() -> bool:
+        """the new address everywhere, the old one nowhere"""
+        customer = clean_sandbox.stripe_customer(who.customer) or {}
+        return (
+            _member_email(pg_engine, who) == new_email
+            and customer.get("email") == new_email
+            and clean_sandbox.mailchimp_member(LIST_ID, new_email) is not None
+            and clean_sandbox.mailchimp_member(LIST_ID, who.email) is None
+        )
+
+    _settled(moved)
+    updates = [
+        call
+        for call in clean_sandbox.effects("stripe", "update-customer")
+        if who.customer in str(call["path"])
+    ]
+    assert len(updates) == 1
+
+
+def test_deleted_clerk_user_is_anonymised_and_removed_from_mailchimp(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
+) -> None:
+    who = _person()
+    _signed_up(fleet, clean_sandbox, pg_engine, who)
+    deleted = build_user_event("user.deleted", user_id=who.clerk_user, email=who.email)
+
+    _send(fleet, [Delivery("clerk", deleted)])
+
+    def gone() -> bool:
+        """no personal data here, no subscriber there"""
+        return (
+            _member_email(pg_engine, who) is None
+            and clean_sandbox.mailchimp_member(LIST_ID, who.email) is None
+        )
+
+    _settled(gone)
+    assert _state(pg_engine, who)[2] is False
+
+
+def _member_email(engine: Engine, who: Person) -> str | None:
+    with Session(engine) as session:
+        return session.scalar(select(Member.email).where(Member.stripe_customer_id == who.customer))
