@@ -269,3 +269,18 @@ def test_subscription_first_then_clerk_signup_then_checkout_fold_into_one_member
     assert (member.email, member.clerk_user_id) == (who.email, f"user_{who.customer}")
     assert db_session.scalars(select(Member).where(Member.email == who.email)).all() == [member]
     assert membership_of(db_session, who).status == "active"
+
+
+def test_plan_change_moves_the_membership_to_the_new_tier(
+    db_session: Session, pg_settings: Settings, who: StripeCustomer
+) -> None:
+    apply(db_session, pg_settings, who.event("customer.subscription.created", created=T0))
+    upgraded = who.event(
+        "customer.subscription.updated", created=T0 + 60, cancel_at_period_end=False, cancel_at=None
+    )
+    upgraded["data"]["object"]["items"]["data"][0]["price"]["id"] = "price_Patron"
+
+    apply(db_session, pg_settings, upgraded)
+
+    membership = membership_of(db_session, who)
+    assert (membership.status, membership.tier) == ("active", "patron")
