@@ -15,6 +15,7 @@ from schemas.db import session_scope
 from schemas.settings import Settings
 from schemas.tables import Member, Membership
 from tasks import inbox
+from tasks.clients import not_configured
 from tasks.clients.mailchimp import MailchimpClient
 from tasks.clients.stripe import StripeApi
 from tasks.dispatch import step_done
@@ -106,9 +107,14 @@ def _mailchimp() -> MailchimpClient:
     name="tasks.member_sync.sync_mailchimp_for_event", base=GatewayTask, **PROVIDER_CALL_TASK_LIMITS
 )
 def sync_mailchimp_for_event(inbox_id: int) -> str:
-    with session_scope(runtime.sessions()) as session, _mailchimp() as client:
-        member = member_for_event(session, inbox.get(session, inbox_id))
-        outcome = sync_member_to_mailchimp(session, member.id, client) if member else "no_member"
+    if runtime.settings().mailchimp_api_key is None:
+        outcome = not_configured("mailchimp")
+    else:
+        with session_scope(runtime.sessions()) as session, _mailchimp() as client:
+            member = member_for_event(session, inbox.get(session, inbox_id))
+            outcome = (
+                sync_member_to_mailchimp(session, member.id, client) if member else "no_member"
+            )
     step_done(inbox_id, sync_mailchimp_for_event.name)
     return outcome
 
@@ -121,6 +127,8 @@ class _MemberTask(GatewayTask):
     name="tasks.member_sync.sync_mailchimp_member", base=_MemberTask, **PROVIDER_CALL_TASK_LIMITS
 )
 def sync_mailchimp_member(member_id: int) -> str:
+    if runtime.settings().mailchimp_api_key is None:
+        return not_configured("mailchimp")
     with session_scope(runtime.sessions()) as session, _mailchimp() as client:
         return sync_member_to_mailchimp(session, member_id, client)
 
@@ -129,8 +137,11 @@ def sync_mailchimp_member(member_id: int) -> str:
     name="tasks.member_sync.change_mailchimp_email", base=GatewayTask, **PROVIDER_CALL_TASK_LIMITS
 )
 def change_mailchimp_email_task(inbox_id: int) -> str:
-    with session_scope(runtime.sessions()) as session, _mailchimp() as client:
-        outcome = change_mailchimp_email(session, inbox_id, client)
+    if runtime.settings().mailchimp_api_key is None:
+        outcome = not_configured("mailchimp")
+    else:
+        with session_scope(runtime.sessions()) as session, _mailchimp() as client:
+            outcome = change_mailchimp_email(session, inbox_id, client)
     step_done(inbox_id, change_mailchimp_email_task.name)
     return outcome
 
@@ -141,8 +152,11 @@ def change_mailchimp_email_task(inbox_id: int) -> str:
     **PROVIDER_CALL_TASK_LIMITS,
 )
 def update_stripe_customer_email_task(inbox_id: int) -> str:
-    with session_scope(runtime.sessions()) as session:
-        outcome = update_stripe_customer_email(session, inbox_id, StripeApi(runtime.settings()))
+    if runtime.settings().stripe_secret_key is None:
+        outcome = not_configured("stripe")
+    else:
+        with session_scope(runtime.sessions()) as session:
+            outcome = update_stripe_customer_email(session, inbox_id, StripeApi(runtime.settings()))
     step_done(inbox_id, update_stripe_customer_email_task.name)
     return outcome
 
@@ -151,7 +165,10 @@ def update_stripe_customer_email_task(inbox_id: int) -> str:
     name="tasks.member_sync.remove_from_mailchimp", base=GatewayTask, **PROVIDER_CALL_TASK_LIMITS
 )
 def remove_from_mailchimp_task(inbox_id: int) -> str:
-    with session_scope(runtime.sessions()) as session, _mailchimp() as client:
-        outcome = remove_from_mailchimp(session, inbox_id, client)
+    if runtime.settings().mailchimp_api_key is None:
+        outcome = not_configured("mailchimp")
+    else:
+        with session_scope(runtime.sessions()) as session, _mailchimp() as client:
+            outcome = remove_from_mailchimp(session, inbox_id, client)
     step_done(inbox_id, remove_from_mailchimp_task.name)
     return outcome

@@ -11,6 +11,7 @@ from schemas.db import session_scope
 from schemas.stripe_events import Invoice, StripeEvent
 from schemas.tables import DeadLetter, utcnow
 from tasks import inbox
+from tasks.clients import not_configured
 from tasks.clients.sendgrid import SendGridClient
 from tasks.clients.slack import SlackClient
 from tasks.dispatch import step_done
@@ -50,6 +51,9 @@ class _NoInboxTask(GatewayTask):
 def alert_dead_letters() -> int:
     # Cleared first, so a dead letter written while this runs schedules the next alert.
     runtime.redis().delete(ALERT_PENDING_KEY)
+    if runtime.settings().slack_bot_token is None:
+        not_configured("slack")  # the dead letters stay listed, unalerted, for `hookfleet dlq`
+        return 0
     with session_scope(runtime.sessions()) as session:
         rows = list(
             session.scalars(
@@ -96,11 +100,15 @@ def announce_payment_failed(inbox_id: int) -> str:
         f":warning: Payment failed for {invoice.customer_email or invoice.customer} "
         f"(invoice {invoice.id}); Stripe will retry the card."
     )
-    with _once(f"slack:payment_failed:{invoice.id}", inbox_id, announce_payment_failed) as go:
-        if go:
-            SlackClient(settings).post_message(settings.slack_operators_channel, text)
+    if settings.slack_bot_token is None:
+        outcome = not_configured("slack")
+    else:
+        with _once(f"slack:payment_failed:{invoice.id}", inbox_id, announce_payment_failed) as go:
+            if go:
+                SlackClient(settings).post_message(settings.slack_operators_channel, text)
+        outcome = "posted" if go else "already_posted"
     step_done(inbox_id, announce_payment_failed.name)
-    return "posted" if go else "already_posted"
+    return outcome
 
 
 def _template(template_id: str | None, name: str) -> str:
@@ -121,7 +129,9 @@ def email_payment_failed(inbox_id: int) -> str:
         member = member_for_event(session, inbox.get(session, inbox_id))
         to_email = (member.email if member else None) or invoice.customer_email
         name = member.name if member else None
-    if not to_email:
+    if settings.sendgrid_api_key is None:
+        outcome = not_configured("sendgrid")
+    elif not to_email:
         outcome = "no_address"
     else:
         template = _template(
@@ -155,7 +165,9 @@ def send_welcome_email(inbox_id: int) -> str:
         recipient = None
         if member and member.email and membership and membership.status == Status.ACTIVE:
             recipient = (member.id, member.email, member.name, membership.tier)
-    if recipient is None:
+    if settings.sendgrid_api_key is None:
+        outcome = not_configured("sendgrid")
+    elif recipient is None:
         outcome = "not_active"
     else:
         member_id, to_email, name, tier = recipient

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
+from redis.exceptions import RedisError
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -121,17 +122,25 @@ class GatewayTask(Task):  # type: ignore[misc]
         return int(value) if value is not None else None
 
     def _count_attempt(self) -> int:
+        """Deliveries of this task id so far; Celery's own retry count when Redis cannot say."""
         key = ATTEMPTS_KEY.format(task_id=self.request.id)
-        redis = runtime.redis()
-        pipe = redis.pipeline()
-        pipe.hincrby(key, "attempts", 1)
-        pipe.hsetnx(key, "first_at", datetime.now(UTC).isoformat())
-        pipe.expire(key, ATTEMPTS_TTL_SECONDS)
-        attempts, _, _ = pipe.execute()
+        try:
+            pipe = runtime.redis().pipeline()
+            pipe.hincrby(key, "attempts", 1)
+            pipe.hsetnx(key, "first_at", datetime.now(UTC).isoformat())
+            pipe.expire(key, ATTEMPTS_TTL_SECONDS)
+            attempts, _, _ = pipe.execute()
+        except RedisError as exc:
+            # A lost worker is then not counted, but the task still runs, retries or dead-letters.
+            log.warning("task.attempt_uncounted", error=str(exc)[:200])
+            return int(self.request.retries or 0) + 1
         return int(attempts)
 
     def _first_attempt_at(self) -> datetime | None:
-        raw = runtime.redis().hget(ATTEMPTS_KEY.format(task_id=self.request.id), "first_at")
+        try:
+            raw = runtime.redis().hget(ATTEMPTS_KEY.format(task_id=self.request.id), "first_at")
+        except RedisError:
+            return None
         if raw is None:
             return None
         return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
@@ -192,5 +201,9 @@ class GatewayTask(Task):  # type: ignore[misc]
         if self.name == ALERT_TASK:
             return  # a failing alert must not schedule alerts about itself
         window = runtime.settings().alert_window_seconds
-        if runtime.redis().set(ALERT_PENDING_KEY, "1", nx=True, ex=max(1, int(window))):
-            self.app.send_task(ALERT_TASK, countdown=window)
+        try:
+            first = runtime.redis().set(ALERT_PENDING_KEY, "1", nx=True, ex=max(1, int(window)))
+            if first:
+                self.app.send_task(ALERT_TASK, countdown=window)
+        except Exception as exc:  # the dead letter is stored; only its alert waits for the next one
+            log.warning("task.alert_not_scheduled", error=str(exc)[:200])

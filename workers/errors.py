@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 
 import httpx
+import kombu.exceptions
+import redis
 import requests
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -58,6 +60,9 @@ def classify(exc: BaseException) -> TransientError | PermanentError:
     transient_types = (
         TimeoutError,
         ConnectionError,
+        redis.ConnectionError,
+        redis.TimeoutError,
+        kombu.exceptions.OperationalError,
         socket.timeout,
         httpx.TransportError,
         requests.ConnectionError,

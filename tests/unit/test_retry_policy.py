@@ -5,7 +5,9 @@ from __future__ import annotations
 from itertools import pairwise
 
 import httpx
+import kombu.exceptions
 import pytest
+import redis
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 
@@ -38,8 +40,17 @@ def _validation_error() -> ValidationError:
         ConnectionRefusedError("refused"),
         httpx.ConnectError("down"),
         OperationalError("SELECT 1", {}, Exception("server closed the connection")),
+        redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379"),
+        kombu.exceptions.OperationalError("broker gone"),
     ],
-    ids=["timeout", "connection-refused", "httpx-connect", "database-gone"],
+    ids=[
+        "timeout",
+        "connection-refused",
+        "httpx-connect",
+        "database-gone",
+        "redis-gone",
+        "broker-gone",
+    ],
 )
 def test_transport_and_database_outages_are_transient(exc: Exception) -> None:
     assert isinstance(classify(exc), TransientError)
