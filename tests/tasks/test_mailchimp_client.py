@@ -28,15 +28,7 @@ from workers.errors import ConfigurationError, PermanentError, TransientError
 API_KEY = "0123456789abcdef0123456789abcdef-us21"
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(tmp_path_factory.mktemp("sandbox")) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_sandbox(sandbox: SandboxServer) -> None:
-    sandbox.reset()
+pytestmark = pytest.mark.usefixtures("fresh_sandbox")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ went to whom, the X-Message-Id, errors sorted into transient and permanent, the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,15 +19,7 @@ API_KEY = "SG.hookfleetClientTests.0123456789abcdef"
 WELCOME = "d-0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(tmp_path_factory.mktemp("sandbox")) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_sandbox(sandbox: SandboxServer) -> None:
-    sandbox.reset()
+pytestmark = pytest.mark.usefixtures("fresh_sandbox")
 
 
 def client_for(api_base: str, **overrides: Any) -> SendGridClient:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,15 +16,7 @@ TOKEN = "xoxb-test"
 CHANNEL = "C0123456789"
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(tmp_path_factory.mktemp("sandbox")) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_sandbox(sandbox: SandboxServer) -> None:
-    sandbox.reset()
+pytestmark = pytest.mark.usefixtures("fresh_sandbox")
 
 
 def settings_for(api_base: str, **overrides: Any) -> Settings:

@@ -4,7 +4,6 @@ key, replays with one effect, errors sorted into transient and permanent."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,15 +18,7 @@ from workers.errors import ConfigurationError, PermanentError, TransientError
 SECRET_KEY = "sk_test_hookfleetClientTests0123"
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(tmp_path_factory.mktemp("sandbox")) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_sandbox(sandbox: SandboxServer) -> None:
-    sandbox.reset()
+pytestmark = pytest.mark.usefixtures("fresh_sandbox")
 
 
 def api_for(api_base: str, **overrides: Any) -> StripeApi:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -38,15 +37,7 @@ def airtable_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(ALPHABET) for _ in range(14))
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(tmp_path_factory.mktemp("sandbox")) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_sandbox(sandbox: SandboxServer) -> None:
-    sandbox.reset()
+pytestmark = pytest.mark.usefixtures("fresh_sandbox")
 
 
 @pytest.fixture

@@ -4,37 +4,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from workers.sandbox.server import SandboxState, create_sandbox_app
+from tests.workers.conftest import FakeClock
 
 POST = "/slack/api/chat.postMessage"
 BOT = {"Authorization": "Bearer xoxb-sandbox-test"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def client(clock: FakeClock) -> Iterator[TestClient]:
-    app = create_sandbox_app()
-    app.state.sandbox = SandboxState(clock=clock)  # rate limits on a clock the test moves
-    with TestClient(app) as test_client:
-        yield test_client
 
 
 def post(client: TestClient, channel: str = "C0123456789", text: str = "hi", **extra: Any) -> Any:

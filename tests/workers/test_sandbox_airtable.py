@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from workers.sandbox.server import SandboxState, create_sandbox_app
+from tests.workers.conftest import FakeClock
 
 BASE = "appSandboxBase001"
 WEBHOOK = "achSandboxHook001"
 TOKEN = {"Authorization": "Bearer patSandbox.0123456789abcdef"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def client(clock: FakeClock) -> Iterator[TestClient]:
-    app = create_sandbox_app()
-    app.state.sandbox = SandboxState(clock=clock)  # the rate limit on a clock the test moves
-    with TestClient(app) as test_client:
-        yield test_client
 
 
 def payload(number: int) -> dict[str, Any]:

@@ -3,39 +3,17 @@ limit, and the record of which template went to whom."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
+from tests.workers.conftest import FakeClock
 from workers.sandbox import sendgrid
-from workers.sandbox.server import SandboxState, create_sandbox_app
 
 AUTH = {"Authorization": "Bearer SG.sandbox-test.0123456789"}
 SEND = "/sendgrid/v3/mail/send"
 WELCOME = "d-" + "0" * 31 + "1"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def client(clock: FakeClock) -> Iterator[TestClient]:
-    app = create_sandbox_app()
-    app.state.sandbox = SandboxState(clock=clock)
-    with TestClient(app) as test_client:
-        yield test_client
 
 
 def mail(to: str = "ada@example.com", **extra: Any) -> dict[str, Any]:

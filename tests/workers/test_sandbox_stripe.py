@@ -9,24 +9,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from tests.workers.conftest import FakeClock
 from workers.sandbox.server import SandboxState, create_sandbox_app
 
 KEY = "sk_test_sandbox0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CUSTOMER = "cus_SandboxTest001"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
