@@ -128,7 +128,20 @@ def send_scenario(
     )
     deliveries = SCENARIOS[name](person, int(time.time()), ends_in)
     click.echo(f"{name}: customer={person.customer} subscription={person.subscription}")
+    if name == "signup" and settings.stripe_secret_key is None:
+        _seed_sandbox_customer(settings, person.customer, person.email)
     _post(url or settings.public_base_url, deliveries, _webhook_secrets(settings))
+
+
+def _seed_sandbox_customer(settings: Settings, customer: str, email: str) -> None:
+    """In sandbox mode, Stripe's side of the checkout: the customer exists for later updates."""
+    import httpx
+
+    url = f"http://127.0.0.1:{settings.sandbox_port}/_sandbox/stripe/customers"
+    try:
+        httpx.post(url, json={"id": customer, "email": email}, timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        click.echo(f"(the sandbox at {url} did not take the customer: {exc})", err=True)
 
 
 def _post(base_url: str, deliveries: list[Any], secrets: dict[str, str]) -> None:
