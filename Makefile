@@ -32,3 +32,16 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .hookfleet .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench bench-smoke
+
+# Benchmarks (tests/bench): not part of `make test`; wrk is installed when missing and we are root,
+# else the Python load generator is used.
+bench: $(STAMP)
+	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } || echo "bench: no wrk, using the Python load generator"
+	bash tests/support/ensure-services.sh
+	$(BIN)/python -m tests.bench
+
+bench-smoke: $(STAMP)
+	bash tests/support/ensure-services.sh
+	$(BIN)/python -m tests.bench --smoke
