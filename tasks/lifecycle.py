@@ -233,6 +233,8 @@ def apply_change(
             proposed=target,
         )
         log.info("lifecycle.skipped", reason=skip, current=current, proposed=target)
+        if skip == "stale_event" and not switching:
+            _fill_gaps(membership, change)
         return skip
 
     membership.status = target
@@ -264,6 +266,14 @@ def apply_change(
     )
     log.info("lifecycle.applied", previous=current, status=target, tier=membership.tier)
     return "applied"
+
+
+def _fill_gaps(membership: Membership, change: Change) -> None:
+    """A stale event of the same subscription still knows facts nothing newer contradicted yet
+    (its tier, price, period end): they fill empty fields, so arrival order cannot lose them."""
+    membership.tier = membership.tier or change.tier
+    membership.stripe_price_id = membership.stripe_price_id or change.price_id
+    membership.current_period_end = membership.current_period_end or change.period_end
 
 
 def _skip_reason(

@@ -27,6 +27,8 @@ from workers.logging import get_logger
 
 log = get_logger(__name__)
 ALERT_LINES = 10
+# A paid member is welcomed once, even if a later payment failure or cancellation got here first.
+WELCOMED = frozenset({Status.ACTIVE, Status.PAST_DUE, Status.CANCEL_SCHEDULED})
 
 
 def dead_letter_summary(rows: list[DeadLetter]) -> str:
@@ -157,13 +159,13 @@ def email_payment_failed(inbox_id: int) -> str:
     **PROVIDER_CALL_TASK_LIMITS,
 )
 def send_welcome_email(inbox_id: int) -> str:
-    """The welcome goes out once per member, when a checkout made them active."""
+    """The welcome goes out once per member, once a checkout has made them a paying member."""
     settings = runtime.settings()
     with session_scope(runtime.sessions()) as session:
         member = member_for_event(session, inbox.get(session, inbox_id))
         membership = membership_of(session, member) if member else None
         recipient = None
-        if member and member.email and membership and membership.status == Status.ACTIVE:
+        if member and member.email and membership and membership.status in WELCOMED:
             recipient = (member.id, member.email, member.name, membership.tier)
     if settings.sendgrid_api_key is None:
         outcome = not_configured("sendgrid")

@@ -262,3 +262,30 @@ def test_deleted_clerk_user_is_anonymised_and_removed_from_mailchimp(
 def _member_email(engine: Engine, who: Person) -> str | None:
     with Session(engine) as session:
         return session.scalar(select(Member.email).where(Member.stripe_customer_id == who.customer))
+
+
+@pytest.mark.parametrize(
+    ("scenario", "final_status"), [("cancel", "cancel_scheduled"), ("payment-failed", "past_due")]
+)
+def test_later_scenarios_delivered_backwards_and_twice_end_as_in_order(
+    fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine, scenario: str, final_status: str
+) -> None:
+    who = _person()
+    now = int(time.time())
+    later = cancel(who, now, ends_in=3600) if scenario == "cancel" else payment_failed(who, now)
+    everything = signup(who, now) + later
+    backwards_and_repeated = list(reversed(everything)) + everything[1:]
+
+    _send(fleet, backwards_and_repeated)
+
+    def as_in_order() -> bool:
+        """the state and messages the in-order sequence gives"""
+        welcome = _emails_to(clean_sandbox, who, "d-sandbox-welcome")
+        failed = _emails_to(clean_sandbox, who, "d-sandbox-payment-failed")
+        return (
+            _state(pg_engine, who)[:2] == (final_status, "member")
+            and len(welcome) == 1
+            and len(failed) == (1 if scenario == "payment-failed" else 0)
+        )
+
+    _settled(as_in_order)

@@ -284,3 +284,14 @@ def test_plan_change_moves_the_membership_to_the_new_tier(
 
     membership = membership_of(db_session, who)
     assert (membership.status, membership.tier) == ("active", "patron")
+
+
+def test_stale_event_still_fills_the_tier_a_newer_event_did_not_carry(
+    db_session: Session, pg_settings: Settings, who: StripeCustomer
+) -> None:
+    apply(db_session, pg_settings, who.event("invoice.payment_failed", created=T0 + 60))
+    stale = who.event("customer.subscription.created", created=T0)
+
+    assert apply(db_session, pg_settings, stale) == "stale_event"
+    membership = membership_of(db_session, who)
+    assert (membership.status, membership.tier) == ("past_due", "member")
