@@ -70,6 +70,21 @@ def _wait_processed(engine: Engine, event_id: str) -> None:
     wait_until(lambda: _inbox_status(engine, event_id) == "processed", timeout=30, what=event_id)
 
 
+def _marker(kind: str) -> str:
+    return f"{kind}-{os.getpid()}-{datetime.now().timestamp()}"
+
+
+def _dead_letter_of_fault_task(
+    fleet: Fleet, engine: Engine, task: str, kind: str, *, timeout: float = 20
+) -> tuple[str, DeadLetter]:
+    """Send one of tests/support/fault_tasks.py with a fresh marker; wait for its dead letter."""
+    marker = _marker(kind)
+    make_celery(fleet.settings()).send_task(f"tests.fault_tasks.{task}", args=[marker])
+    wait_until(lambda: _dead_letters(engine, args=[marker]), timeout=timeout, what="dead letter")
+    (dead,) = _dead_letters(engine, args=[marker])
+    return marker, dead
+
+
 def _gaps(calls: list[dict[str, Any]]) -> list[float]:
     times = [float(call["received_at"]) for call in calls]
     return [round(later - earlier, 3) for earlier, later in pairwise(times)]
@@ -178,10 +193,7 @@ def test_always_failing_task_gets_four_attempts_one_dead_letter_one_alert_and_re
 def test_replay_that_fails_again_links_a_new_dead_letter_to_the_first(
     fleet: Fleet, pg_engine: Engine
 ) -> None:
-    marker = f"relapse-{os.getpid()}-{datetime.now().timestamp()}"
-    make_celery(fleet.settings()).send_task("tests.fault_tasks.always_permanent", args=[marker])
-    wait_until(lambda: _dead_letters(pg_engine, args=[marker]), timeout=20, what="first")
-    (first,) = _dead_letters(pg_engine, args=[marker])
+    marker, first = _dead_letter_of_fault_task(fleet, pg_engine, "always_permanent", "relapse")
 
     assert _cli(fleet, "dlq", "replay", str(first.id)).returncode == 0
 
@@ -195,7 +207,7 @@ def test_replay_that_fails_again_links_a_new_dead_letter_to_the_first(
 def test_a_storm_of_failures_sends_a_summary_not_a_message_each(
     fleet: Fleet, clean_sandbox: SandboxServer, pg_engine: Engine
 ) -> None:
-    marker = f"storm-{os.getpid()}-{datetime.now().timestamp()}"
+    marker = _marker("storm")
     celery = make_celery(fleet.settings())
     for n in range(20):
         celery.send_task("tests.fault_tasks.always_permanent", args=[f"{marker}-{n}"])
@@ -229,12 +241,8 @@ def test_a_storm_of_failures_sends_a_summary_not_a_message_each(
 def test_task_that_kills_its_worker_every_time_ends_as_a_dead_letter(
     fleet: Fleet, pg_engine: Engine
 ) -> None:
-    marker = f"oom-{os.getpid()}-{datetime.now().timestamp()}"
+    _, dead = _dead_letter_of_fault_task(fleet, pg_engine, "kill_own_worker", "oom", timeout=60)
 
-    make_celery(fleet.settings()).send_task("tests.fault_tasks.kill_own_worker", args=[marker])
-
-    wait_until(lambda: _dead_letters(pg_engine, args=[marker]), timeout=60, what="dead letter")
-    (dead,) = _dead_letters(pg_engine, args=[marker])
     print(
         f"\nkilled worker: delivered {dead.attempts + 1} times, dead-lettered: {dead.exc_message}"
     )
@@ -293,10 +301,7 @@ def _bearer(key: str) -> dict[str, str]:
 def test_cli_lists_shows_and_discards_dead_letters_with_a_reason(
     fleet: Fleet, pg_engine: Engine
 ) -> None:
-    marker = f"discard-{os.getpid()}-{datetime.now().timestamp()}"
-    make_celery(fleet.settings()).send_task("tests.fault_tasks.always_permanent", args=[marker])
-    wait_until(lambda: _dead_letters(pg_engine, args=[marker]), timeout=20, what="dead letter")
-    (dead,) = _dead_letters(pg_engine, args=[marker])
+    marker, dead = _dead_letter_of_fault_task(fleet, pg_engine, "always_permanent", "discard")
 
     listed = _cli(fleet, "dlq", "list", "--task", dead.task_name, "--status", "dead", "--json")
     shown = _cli(fleet, "dlq", "show", str(dead.id))
