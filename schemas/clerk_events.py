@@ -33,6 +33,7 @@ class ClerkUser(_Shape):
     primary_email_address_id: str | None = None
     first_name: str | None = None
     last_name: str | None = None
+    updated_at: int | None = None  # milliseconds; the same change delivered twice carries the same
     deleted: bool = False
 
     @property

@@ -7,6 +7,8 @@ one member run one after the other and the later one writes the latest state.
 
 from __future__ import annotations
 
+import hashlib
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -80,9 +82,11 @@ def update_stripe_customer_email(session: Session, inbox_id: int, api: StripeApi
     new = user.primary_email
     if member is None or member.stripe_customer_id is None or not new or new == member.email:
         return "unchanged"
-    # Keyed on the inbox event: a retry or replay of this step is the same request to Stripe.
+    # Keyed on the change itself (user, Clerk's update time, address), not on the inbox event: a
+    # retry, a replay or the same change delivered again under another message id is one request.
+    change = hashlib.sha256(f"{user.id}:{user.updated_at or inbox_id}:{new}".encode()).hexdigest()
     api.update_customer(
-        member.stripe_customer_id, email=new, idempotency_key=f"hookfleet-email-{inbox_id}"
+        member.stripe_customer_id, email=new, idempotency_key=f"hookfleet-email-{change[:32]}"
     )
     return "updated"
 
