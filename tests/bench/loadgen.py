@@ -105,7 +105,7 @@ async def open_loop(
     connector = aiohttp.TCPConnector(limit=0)
     lag: list[float] = []
     async with aiohttp.ClientSession(connector=connector) as session:
-        began = time.perf_counter()
+        began, began_epoch = time.perf_counter(), time.time()
         pending: set[asyncio.Task[None]] = set()
         for index in range(count):
             scheduled = began + index * interval
@@ -125,4 +125,5 @@ async def open_loop(
         sent=count,
         achieved_send_rate=count / sent_in if sent_in else 0.0,
         generator_lag_p99_us=percentile([s * 1e6 for s in lag], 99),
+        began_epoch=began_epoch,
     )

@@ -26,12 +26,12 @@ from typing import Any
 import psycopg
 import redis as redis_client
 
-from schemas.migrate import upgrade
 from schemas.settings import Settings
-from tests.bench import loadgen
+from tests.bench import fleet_bench, loadgen
 from tests.bench.naive_app import QUEUE as NAIVE_QUEUE
 from tests.bench.naive_app import TABLE_DDL as NAIVE_DDL
 from tests.signing import stripe_v1_signature
+from tests.support.databases import migrated_database
 from tests.support.processes import (
     ROOT,
     Service,
@@ -42,14 +42,15 @@ from tests.support.processes import (
     wait_until,
 )
 from tests.support.stripe_fixtures import fixture_files
+from workers.celery_app import make_celery
 
-SHARED_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 STRIPE_SECRET = "whsec_bench_8f2e1c0b9a7d6e5f4c3b2a1908f7e6d5"
 SERVERS = ("bare", "naive", "hookfleet")
 HOOKFLEET_QUEUE = "dispatch"  # tasks.dispatch.process_event is routed there
 ENQUEUED_STATUSES = ("enqueued", "dispatched", "processed", "ignored")
 LUA_SCRIPT = Path(__file__).with_name("post.lua")
 ID_PLACEHOLDER = "evt_BENCHPLACEHOLDER"
+RELAY_CATCH_UP_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class Config:
     output: Path
     open_loop_seconds: float
     pool_floor: int
+    e2e_rate: float
+    e2e_seconds: float
+    e2e_drain_seconds: float
+    throughput_events: int
 
     @property
     def threads(self) -> int:
@@ -173,18 +178,10 @@ def uvicorn_service(
 
 @contextmanager
 def own_database() -> Iterator[str]:
-    name = f"hookfleet_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{SHARED_POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{SHARED_POSTGRES}/{name}"
-    try:
-        upgrade(Settings(_env_file=None, database_url=url))
+    with migrated_database("hookfleet_bench") as url:
         with psycopg.connect(url, autocommit=True) as connection:
             connection.execute(NAIVE_DDL)
         yield url
-    finally:
-        with psycopg.connect(f"{SHARED_POSTGRES}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def reset(database_url: str, redis: redis_client.Redis) -> None:
@@ -200,24 +197,29 @@ def check(
     if server == "bare":
         return []
     time.sleep(1.0)  # requests in flight when the load stopped finish
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        if server == "hookfleet":
-            row = connection.execute(
-                "SELECT count(*), count(DISTINCT event_id),"
-                " count(*) FILTER (WHERE status = ANY(%s)) FROM webhook_events",
-                (list(ENQUEUED_STATUSES),),
-            ).fetchone()
-            accepted = int(result["accepted"])
-            queue = HOOKFLEET_QUEUE
-        else:
-            row = connection.execute(
-                "SELECT count(*), count(DISTINCT event_id), count(*) FROM naive_events"
-            ).fetchone()
-            accepted = int(result["accepted"]) + int(result["other_2xx"])
-            queue = NAIVE_QUEUE
-    assert row is not None
-    rows, distinct, enqueued = (int(v) for v in row)
-    queued = int(redis.llen(queue))
+    if server == "hookfleet":
+        accepted = int(result["accepted"])
+        queue = HOOKFLEET_QUEUE
+        query = (
+            "SELECT count(*), count(DISTINCT event_id),"
+            " count(*) FILTER (WHERE status = ANY(%s)) FROM webhook_events"
+        )
+        params: tuple[Any, ...] = (list(ENQUEUED_STATUSES),)
+    else:
+        accepted = int(result["accepted"]) + int(result["other_2xx"])
+        queue = NAIVE_QUEUE
+        query, params = "SELECT count(*), count(DISTINCT event_id), count(*) FROM naive_events", ()
+    # hookfleet publishes after acknowledging (the relay): give it time to catch up, bounded.
+    deadline = time.monotonic() + RELAY_CATCH_UP_SECONDS
+    while True:
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            row = connection.execute(query, params).fetchone()
+        assert row is not None
+        rows, distinct, enqueued = (int(v) for v in row)
+        queued = int(redis.llen(queue))
+        if (enqueued == rows == queued) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     result["check"] = {
         "accepted": accepted,
         "rows": rows,
@@ -360,13 +362,38 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"\nAck latency, open loop at {ack['rate']:.0f}/s for {ack['seconds']:.0f} s:")
         for name, run in ack["servers"].items():
             print(
-                f"{name:<10} p50 {run['p50_us'] / 1000:.2f} ms  p99 {run['p99_us'] / 1000:.2f} ms"
-                f"  p999 {run['p999_us'] / 1000:.2f} ms  sent at {run['achieved_send_rate']:.0f}/s"
-                f"  non-2xx {run['non_2xx']}  errors {run['errors']['client']}"
+                f"{name:<10} p50 {_fmt(run['p50_ms'], 2)} ms  p99 {_fmt(run['p99_ms'], 2)} ms"
+                f"  p999 {_fmt(run['p999_ms'], 2)} ms  sent at {_fmt(run['achieved_send_rate'], 0)}/s"
+                f"  non-2xx {run['non_2xx']}  errors {run['client_errors']}"
             )
+    e2e = results.get("end_to_end")
+    if e2e:
+        print(
+            f"\nEnd to end ({e2e['event']} -> membership committed), {e2e['rate']:.0f}/s for "
+            f"{e2e['seconds']:.0f} s, {e2e['workers']}: p50 {_fmt(e2e['p50_ms'], 0)} ms"
+            f"  p99 {_fmt(e2e['p99_ms'], 0)} ms  unfinished after drain "
+            f"{e2e['unfinished_after_drain']}; over finished events only: p50 "
+            f"{_fmt(e2e['finished_only_p50_ms'], 0)} ms  p99 {_fmt(e2e['finished_only_p99_ms'], 0)} ms"
+        )
+    worker = results.get("worker_throughput")
+    if worker:
+        print(
+            f"Worker throughput: lifecycle {_fmt(worker['lifecycle_events_per_s'], 0)} events/s"
+            f"  no-op {_fmt(worker['noop_tasks_per_s'], 0)} tasks/s"
+            f"  ratio {_fmt(worker['ratio'], 3)}"
+            f"  worker CPU s/1000 events {_fmt(worker['worker_cpu_seconds_per_1000_events'], 2)}"
+        )
     print("\nPeak RSS (MiB):", json.dumps(results["peak_rss_mib"]))
     for name, reason in results["skipped"].items():
         print(f"skipped: {name}: {reason}")
+    print("\nThe bar (issue 7), as measured in this run:")
+    for label, line in results.get("bar", {}).items():
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[line["met"]]
+        measured = "n/a" if line["measured"] is None else f"{line['measured']:.3f}"
+        note = (
+            "  (lower bound: some events never finished)" if line.get("unfinished_events") else ""
+        )
+        print(f"  {label:<36} {measured:>10}  {verdict}{note}")
 
 
 def machine_info(database_url: str, redis: redis_client.Redis) -> dict[str, Any]:
@@ -399,6 +426,187 @@ def machine_info(database_url: str, redis: redis_client.Redis) -> dict[str, Any]
     }
 
 
+# ---------------------------------------------------------------- open loop, fleet, bar
+
+
+def ack_latency(
+    servers: dict[str, Server],
+    config: Config,
+    database_url: str,
+    redis: redis_client.Redis,
+    peak: float,
+) -> dict[str, Any]:
+    """Ack latency at half of hookfleet's peak, open loop, over `config.runs` runs; the bare app at
+    the same rate shows what the Python generator itself adds."""
+    rate = max(10.0, peak / 2)
+    if config.smoke:
+        rate = min(rate, 50.0)
+    out: dict[str, Any] = {"rate": rate, "seconds": config.open_loop_seconds, "servers": {}}
+    for name in ("bare", "hookfleet"):
+        runs = []
+        for _ in range(config.runs):
+            reset(database_url, redis)
+            deliveries = signed_deliveries(int(rate * config.open_loop_seconds) + 1)
+            url = f"{servers[name].url}/webhooks/stripe"
+            run = asyncio.run(loadgen.open_loop(url, deliveries, rate, config.open_loop_seconds))
+            run["failures"] = check(name, run, database_url, redis, slack=0)
+            run["valid"] = not run["failures"]
+            for failure in run["failures"]:
+                print(f"FAILURE [{name} open loop]: {failure}", flush=True)
+            runs.append(run)
+        valid = [r for r in runs if r["valid"]]
+        out["servers"][name] = {
+            "runs": len(runs),
+            "valid_runs": len(valid),
+            "lost_events": len(valid) != len(runs),
+            "p50_ms": spread([r["p50_us"] / 1000 for r in valid]),
+            "p99_ms": spread([r["p99_us"] / 1000 for r in valid]),
+            "p999_ms": spread([r["p999_us"] / 1000 for r in valid]),
+            "achieved_send_rate": spread([r["achieved_send_rate"] for r in valid]),
+            "non_2xx": sum(r["non_2xx"] for r in runs),
+            "client_errors": sum(r["errors"]["client"] for r in runs),
+            "raw_runs": runs,
+        }
+    return out
+
+
+def fleet_parts(
+    stack: ExitStack,
+    workdir: Path,
+    gateway: Server,
+    config: Config,
+    database_url: str,
+    redis_url: str,
+    results: dict[str, Any],
+) -> None:
+    """End to end and worker throughput, with real worker processes on the same database/Redis."""
+    redis = redis_client.Redis.from_url(redis_url)
+    stack.callback(redis.close)
+    reset(database_url, redis)  # the acceptance runs' messages are not the workers' to process
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+        "STRIPE_PRICE_TIERS": '{"price_FixturePriceMember1": "member"}',
+        "LOG_JSON": "true",
+    }
+    worker = fleet_bench.worker_service(env, workdir)
+    worker.start()
+    stack.callback(worker.stop)
+    app = make_celery(Settings(_env_file=None, database_url=database_url, redis_url=redis_url))
+    stack.callback(app.close)
+    wait_until(lambda: bool(app.control.ping(timeout=0.5)), timeout=60, what="bench workers")
+    worker_pid = worker.process.pid if worker.process else 0
+
+    def worker_cpu() -> float:
+        return cpu_seconds(worker_pid)
+
+    lifecycle, noop = [], []
+    timeout = 60.0 if config.smoke else 600.0
+    for number in range(config.runs):  # interleaved, like the acceptance rounds
+        lifecycle.append(
+            fleet_bench.lifecycle_throughput(
+                app, database_url, config.throughput_events, worker_cpu, timeout
+            )
+        )
+        noop.append(
+            fleet_bench.noop_throughput(app, redis, config.throughput_events, worker_cpu, timeout)
+        )
+        print(
+            f"worker throughput {number + 1}: lifecycle {lifecycle[-1]['events_per_s']:.0f} "
+            f"events/s, no-op {noop[-1]['tasks_per_s']:.0f} tasks/s",
+            flush=True,
+        )
+    good_lifecycle = [r for r in lifecycle if r["valid"]]
+    good_noop = [r for r in noop if r["valid"]]
+    per_round = [
+        x["events_per_s"] / y["tasks_per_s"]
+        for x, y in zip(lifecycle, noop, strict=True)
+        if x["valid"] and y["valid"] and y["tasks_per_s"]
+    ]
+    results["worker_throughput"] = {
+        "events_per_run": config.throughput_events,
+        "event": fleet_bench.E2E_EVENT,
+        "lifecycle_events_per_s": spread([r["events_per_s"] for r in good_lifecycle]),
+        "noop_tasks_per_s": spread([r["tasks_per_s"] for r in good_noop]),
+        "ratio": spread(per_round),
+        "worker_cpu_seconds_per_1000_events": spread(
+            [r["worker_cpu_seconds_per_1000"] for r in good_lifecycle]
+        ),
+        "lost_events": len(good_lifecycle) != len(lifecycle),
+        "raw_runs": {"lifecycle": lifecycle, "noop": noop},
+    }
+    e2e_runs = []
+    for number in range(config.runs):
+        fleet_bench.purge(database_url, redis)  # a backlog left by the run before is not this one's
+        run = fleet_bench.end_to_end(
+            gateway.url,
+            database_url,
+            STRIPE_SECRET,
+            rate=config.e2e_rate,
+            seconds=config.e2e_seconds,
+            drain_seconds=config.e2e_drain_seconds,
+        )
+        e2e_runs.append(run)
+        print(
+            f"end to end {number + 1}: {run['memberships']}/{run['sent']} memberships, "
+            f"p50 {run['p50_us'] / 1000:.0f} ms p99 {run['p99_us'] / 1000:.0f} ms, "
+            f"unfinished {run['unfinished_after_drain']}",
+            flush=True,
+        )
+    valid_e2e = [r for r in e2e_runs if r["valid"]]
+    results["end_to_end"] = {
+        "rate": config.e2e_rate,
+        "seconds": config.e2e_seconds,
+        "event": fleet_bench.E2E_EVENT,
+        "workers": f"1 prefork worker, concurrency {fleet_bench.WORKER_CONCURRENCY}",
+        "runs": len(e2e_runs),
+        "valid_runs": len(valid_e2e),
+        "p50_ms": spread([r["p50_us"] / 1000 for r in valid_e2e]),
+        "p99_ms": spread([r["p99_us"] / 1000 for r in valid_e2e]),
+        # Over the events that did finish within the drain time: a lower bound when some did not.
+        "finished_only_p50_ms": spread([r["p50_us"] / 1000 for r in e2e_runs]),
+        "finished_only_p99_ms": spread([r["p99_us"] / 1000 for r in e2e_runs]),
+        "unfinished_after_drain": [r["unfinished_after_drain"] for r in e2e_runs],
+        "raw_runs": e2e_runs,
+    }
+
+    results["peak_rss_mib"]["worker"] = peak_rss_mib(worker_pid)
+    results["peak_rss_mib"]["gateway_after_fleet_parts"] = peak_rss_mib(
+        gateway.service.process.pid if gateway.service.process else 0
+    )
+
+
+def bar(results: dict[str, Any]) -> dict[str, Any]:
+    """Issue 7's bar, each figure as measured in this run (None when it could not be measured)."""
+    ratios = results["acceptance"]["ratios"]
+    ack = results["ack_latency"]["servers"]["hookfleet"]["p99_ms"]["median"]
+    e2e_results = results.get("end_to_end", {})
+    e2e = e2e_results.get("p99_ms", {}).get("median")
+    unfinished = any(e2e_results.get("unfinished_after_drain", []))
+    if e2e is None and unfinished:
+        # Events never finished within the drain: the finished ones' p99 is a lower bound, and fails.
+        e2e = e2e_results.get("finished_only_p99_ms", {}).get("median")
+    worker = results.get("worker_throughput", {}).get("ratio", {}).get("median")
+
+    def line(measured: float | None, target: float, higher_is_better: bool) -> dict[str, Any]:
+        met = None
+        if measured is not None:
+            met = measured >= target if higher_is_better else measured < target
+        return {"measured": measured, "target": target, "met": met}
+
+    return {
+        "hookfleet/naive >= 8": line(ratios["hookfleet/naive"]["of_medians"], 8.0, True),
+        "hookfleet/bare >= 0.4": line(ratios["hookfleet/bare"]["of_medians"], 0.4, True),
+        "ack p99 at half peak < 20 ms": line(ack, 20.0, False),
+        "end-to-end p99 at 300/s < 500 ms": {
+            **line(e2e, 500.0, False),
+            **({"met": False, "unfinished_events": True} if unfinished else {}),
+        },
+        "worker events/s >= 0.5 x no-op": line(worker, 0.5, True),
+    }
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -410,6 +618,9 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser.add_argument("--connections", type=int)
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results.json")
+    parser.add_argument("--e2e-rate", type=float, help="end-to-end events/s (default 300)")
+    parser.add_argument("--e2e-seconds", type=float, help="end-to-end run length (default 60)")
+    parser.add_argument("--throughput-events", type=int, help="events per worker-throughput run")
     args = parser.parse_args(argv)
     loadgen_name = args.loadgen
     if loadgen_name == "auto":
@@ -424,6 +635,10 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         output=args.output,
         open_loop_seconds=1.0 if smoke else 10.0,
         pool_floor=2000 if smoke else 20000,
+        e2e_rate=args.e2e_rate or (20.0 if smoke else 300.0),
+        e2e_seconds=args.e2e_seconds or (1.0 if smoke else 60.0),
+        e2e_drain_seconds=20.0 if smoke else 120.0,
+        throughput_events=args.throughput_events or (20 if smoke else 500),
     )
 
 
@@ -525,42 +740,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "raw_runs": {name: server.runs for name, server in servers.items()},
         }
 
-        # Ack latency at half of hookfleet's peak, open loop; the bare app at the same rate shows
-        # what the Python generator itself adds.
         peak = summaries["hookfleet"]["rps"]["median"] or 0.0
-        rate = max(10.0, peak / 2)
-        if config.smoke:
-            rate = min(rate, 50.0)
-        ack: dict[str, Any] = {"rate": rate, "seconds": config.open_loop_seconds, "servers": {}}
-        for name in ("bare", "hookfleet"):
-            reset(database_url, redis)
-            deliveries = signed_deliveries(int(rate * config.open_loop_seconds) + 1)
-            run = asyncio.run(
-                loadgen.open_loop(
-                    f"{servers[name].url}/webhooks/stripe",
-                    deliveries,
-                    rate,
-                    config.open_loop_seconds,
-                )
-            )
-            run["failures"] = check(name, run, database_url, redis, slack=0)
-            run["valid"] = not run["failures"]
-            for failure in run["failures"]:
-                print(f"FAILURE [{name} open loop]: {failure}", flush=True)
-            ack["servers"][name] = run
-        results["ack_latency"] = ack
-        results["skipped"]["end_to_end"] = "not built yet (300 events/s for 60 s with workers)"
-        results["skipped"]["worker_throughput"] = "not built yet (process_event vs no-op task)"
+        results["ack_latency"] = ack_latency(servers, config, database_url, redis, peak)
         results["peak_rss_mib"] = {
             name: peak_rss_mib(server.service.process.pid)
             for name, server in servers.items()
             if server.service.process is not None
         }
-        results["peak_rss_mib"]["worker"] = None
+        fleet_parts(stack, workdir, servers["hookfleet"], config, database_url, redis_url, results)
 
+    results["bar"] = bar(results)
     invalid = [
         name for name, summary in results["acceptance"]["servers"].items() if summary["lost_events"]
-    ] + [name for name, run in results["ack_latency"]["servers"].items() if not run["valid"]]
+    ] + [
+        f"{name} open loop"
+        for name, summary in results["ack_latency"]["servers"].items()
+        if summary["lost_events"]
+    ]
     results["ok"] = not invalid
     config.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print_table(results)

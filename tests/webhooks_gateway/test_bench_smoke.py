@@ -14,8 +14,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.timeout(90)
-def test_bench_smoke_measures_three_servers_and_loses_nothing(
+@pytest.mark.timeout(170)
+def test_bench_smoke_measures_servers_fleet_and_workers_and_loses_nothing(
     services: None, tmp_path: Path
 ) -> None:
     output = tmp_path / "bench-results.json"
@@ -24,7 +24,7 @@ def test_bench_smoke_measures_three_servers_and_loses_nothing(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=80,
+        timeout=160,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -40,4 +40,20 @@ def test_bench_smoke_measures_three_servers_and_loses_nothing(
             check = run["check"]
             assert check["accepted"] > 0
             assert check["rows"] == check["distinct_event_ids"] == check["queue_length"]
-    assert results["ack_latency"]["servers"]["hookfleet"]["valid"] is True
+    assert results["ack_latency"]["servers"]["hookfleet"]["lost_events"] is False
+    end_to_end = results["end_to_end"]
+    assert end_to_end["valid_runs"] == end_to_end["runs"] >= 1
+    for run in end_to_end["raw_runs"]:
+        assert run["memberships"] == run["sent"] > 0  # every signup became a membership
+    throughput = results["worker_throughput"]
+    assert throughput["lost_events"] is False
+    assert throughput["lifecycle_events_per_s"]["median"] > 0
+    assert throughput["noop_tasks_per_s"]["median"] > 0
+    assert results["peak_rss_mib"]["worker"] > 0
+    assert set(results["bar"]) == {
+        "hookfleet/naive >= 8",
+        "hookfleet/bare >= 0.4",
+        "ack p99 at half peak < 20 ms",
+        "end-to-end p99 at 300/s < 500 ms",
+        "worker events/s >= 0.5 x no-op",
+    }

@@ -1,0 +1,226 @@
+"""The relay: committed rows reach the broker in batches; what it does not publish, the sweep does."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_client
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from schemas.db import make_async_engine
+from schemas.settings import Settings
+from schemas.tables import InboxStatus, WebhookEvent, utcnow
+from tests.conftest import make_settings
+from tests.support.processes import free_port, redis_service, wait_until
+from webhooks_gateway.inbox_writer import InboxRow, InboxWriter
+from webhooks_gateway.relay import Relay
+from workers.celery_app import make_celery
+from workers.enqueue import publish_process_events
+from workers.maintenance import requeue_stuck
+
+
+class Broker:
+    """Records the batches the relay publishes; `up=False` plays a broker that takes nothing."""
+
+    def __init__(self, *, up: bool = True) -> None:
+        self.up = up
+        self.batches: list[list[int]] = []
+
+    async def __call__(self, inbox_ids: Sequence[int]) -> Sequence[int]:
+        if not self.up:
+            return []
+        self.batches.append(list(inbox_ids))
+        return list(inbox_ids)
+
+    @property
+    def published(self) -> list[int]:
+        return [inbox_id for batch in self.batches for inbox_id in batch]
+
+
+def _row() -> InboxRow:
+    return InboxRow("stripe", f"evt_R{secrets.token_hex(8)}", "invoice.paid", b"{}", {})
+
+
+def _deliver(
+    settings: Settings, broker: Broker, count: int, *, relay_runs: bool = True, **relay: Any
+) -> list[int]:
+    """`count` concurrent deliveries through writer and relay; returns their inbox ids."""
+
+    async def main() -> list[int]:
+        engine = make_async_engine(settings)
+        relayer = Relay(engine, broker, **relay)
+        writer = InboxWriter(engine, on_commit=relayer.add)
+        if relay_runs:
+            await relayer.start()
+        await writer.start()
+        answers = await asyncio.gather(*(writer.write([_row()]) for _ in range(count)))
+        await writer.stop()
+        if relay_runs:
+            await relayer.stop()
+        await engine.dispose()
+        return [inbox_id for (inbox_id,) in answers if inbox_id is not None]
+
+    return asyncio.run(main())
+
+
+def _rows(pg_engine: Engine, ids: list[int]) -> list[WebhookEvent]:
+    with Session(pg_engine) as session:
+        return list(session.scalars(select(WebhookEvent).where(WebhookEvent.id.in_(ids))))
+
+
+def test_committed_rows_are_published_in_batches_once_each_and_marked_enqueued(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    broker = Broker()
+
+    ids = _deliver(pg_settings, broker, 80)
+
+    assert sorted(broker.published) == sorted(ids)
+    assert len(broker.batches) < len(ids)
+    rows = _rows(pg_engine, ids)
+    assert {row.status for row in rows} == {InboxStatus.ENQUEUED}
+    assert all(row.enqueued_at is not None for row in rows)
+
+
+def test_batches_are_no_larger_than_the_limit(pg_settings: Settings) -> None:
+    broker = Broker()
+
+    ids = _deliver(pg_settings, broker, 40, max_batch=7)
+
+    assert sorted(broker.published) == sorted(ids)
+    assert max(len(batch) for batch in broker.batches) <= 7
+
+
+def test_rows_the_broker_did_not_take_stay_received_and_the_sweep_publishes_them(
+    pg_settings: Settings, pg_engine: Engine, db_session: Session
+) -> None:
+    ids = _deliver(pg_settings, Broker(up=False), 10)
+    assert {row.status for row in _rows(pg_engine, ids)} == {InboxStatus.RECEIVED}
+
+    swept: list[int] = []
+    requeue_stuck(
+        db_session,
+        swept.append,
+        utcnow() + timedelta(seconds=61),
+        received_after=timedelta(seconds=60),
+        enqueued_after=timedelta(hours=1),
+    )
+
+    assert set(ids) <= set(swept)
+
+
+def test_a_gateway_that_dies_between_commit_and_publish_leaves_its_rows_to_the_sweep(
+    pg_settings: Settings, pg_engine: Engine, db_session: Session
+) -> None:
+    broker = Broker()
+
+    ids = _deliver(pg_settings, broker, 10, relay_runs=False)  # acknowledged, relay never ran
+
+    assert broker.published == []
+    assert {row.status for row in _rows(pg_engine, ids)} == {InboxStatus.RECEIVED}
+    swept: list[int] = []
+    requeue_stuck(
+        db_session,
+        swept.append,
+        utcnow() + timedelta(seconds=61),
+        received_after=timedelta(seconds=60),
+        enqueued_after=timedelta(hours=1),
+    )
+    assert set(ids) <= set(swept)
+
+
+def test_ids_over_the_backlog_bound_are_left_received_for_the_sweep(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    async def main() -> tuple[list[int], Broker]:
+        engine = make_async_engine(pg_settings)
+        broker = Broker()
+        relay = Relay(engine, broker, max_pending=3)
+        writer = InboxWriter(engine, on_commit=relay.add)
+        await writer.start()
+        ids = [(await writer.write([_row()]))[0] for _ in range(5)]  # relay not started yet
+        await writer.stop()
+        await relay.start()
+        await relay.stop()
+        await engine.dispose()
+        return [i for i in ids if i is not None], broker
+
+    ids, broker = asyncio.run(main())
+
+    assert broker.published == ids[:3]
+    statuses = {row.id: row.status for row in _rows(pg_engine, ids)}
+    assert [statuses[i] for i in ids] == [InboxStatus.ENQUEUED] * 3 + [InboxStatus.RECEIVED] * 2
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    service = redis_service(free_port(), tmp_path)
+    service.start()
+    url = f"redis://127.0.0.1:{service.argv[service.argv.index('--port') + 1]}/0"
+    client = redis_client.Redis.from_url(url)
+    wait_until(lambda: _pings(client), what="private redis-server")
+    try:
+        yield url
+    finally:
+        client.close()
+        service.stop()
+
+
+def _pings(client: redis_client.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis_client.RedisError:
+        return False
+
+
+def test_celery_batch_publish_puts_one_process_event_message_per_row_on_the_queue(
+    private_redis: str,
+) -> None:
+    app = make_celery(make_settings(redis_url=private_redis))
+
+    published = publish_process_events(app, [11, 12, 13])
+
+    assert published == [11, 12, 13]
+    queue = redis_client.Redis.from_url(private_redis)
+    messages = queue.lrange("dispatch", 0, -1)
+    queue.close()
+    assert len(messages) == 3
+    assert all(b"tasks.dispatch.process_event" in message for message in messages)
+
+
+def test_celery_batch_publish_to_a_dead_broker_reports_nothing_published() -> None:
+    app = make_celery(make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+
+    assert publish_process_events(app, [1, 2]) == []
+
+
+def test_shutdown_with_the_broker_hanging_gives_up_after_the_grace_and_leaves_rows_received(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    async def hanging(inbox_ids: Sequence[int]) -> Sequence[int]:
+        await asyncio.sleep(3600)
+        return list(inbox_ids)
+
+    async def main() -> list[int]:
+        engine = make_async_engine(pg_settings)
+        relay = Relay(engine, hanging, stop_grace_seconds=0.2)
+        writer = InboxWriter(engine, on_commit=relay.add)
+        await relay.start()
+        await writer.start()
+        ids = [(await writer.write([_row()]))[0] for _ in range(3)]
+        await writer.stop()
+        await relay.stop()
+        await engine.dispose()
+        return [i for i in ids if i is not None]
+
+    ids = asyncio.run(main())
+
+    assert len(ids) == 3
+    assert {row.status for row in _rows(pg_engine, ids)} == {InboxStatus.RECEIVED}

@@ -1,0 +1,183 @@
+"""Group commit for the inbox: the rows of concurrent deliveries go to the database in one transaction.
+
+One INSERT ... ON CONFLICT DO NOTHING per request, each in its own transaction, made the database
+round trip and commit the gateway's ceiling. Here requests hand their rows to a small number of
+writer tasks; a writer takes every row waiting at that moment, inserts them in one transaction and
+only then resolves each request's future. So an acknowledgement still means "this row is committed",
+a duplicate (same provider and event id, in the table or earlier in the same batch) still comes back
+as a duplicate, and a failed transaction fails every request in it, which answer 503 and are retried
+by their provider. A row the database refuses on its own (bad data rather than a lost connection) is
+retried alone, so it cannot fail the deliveries that happened to share its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas.db import insert_ignoring_conflicts
+from schemas.tables import InboxStatus, WebhookEvent, utcnow
+from workers.logging import get_logger
+
+log = get_logger(__name__)
+
+# Rows per transaction: enough to absorb a burst, small enough that one commit stays quick.
+MAX_BATCH_ROWS = 256
+# Two writers: one inserts while the other waits for its commit to come back.
+WRITERS = 2
+
+
+class InboxUnavailableError(Exception):
+    """The batch holding the delivery's rows was not committed: nothing of it is stored."""
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    provider: str
+    event_id: str
+    event_type: str
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.provider, self.event_id)
+
+
+@dataclass
+class _Pending:
+    rows: Sequence[InboxRow]
+    done: asyncio.Future[list[int | None]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class InboxWriter:
+    """`write(rows)` returns each row's new inbox id, or None for a duplicate, once committed."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        on_commit: Callable[[list[int]], None] = lambda ids: None,
+        max_batch_rows: int = MAX_BATCH_ROWS,
+        writers: int = WRITERS,
+    ) -> None:
+        self._engine = engine
+        self._on_commit = on_commit
+        self._max_batch_rows = max_batch_rows
+        self._writers = writers
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._statement = insert_ignoring_conflicts(engine.dialect.name, WebhookEvent).returning(
+            WebhookEvent.id, WebhookEvent.provider, WebhookEvent.event_id
+        )
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._run()) for _ in range(self._writers)]
+
+    async def stop(self) -> None:
+        """Commit what is already waiting, then stop the writers."""
+        if self._queue is not None:
+            await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def write(self, rows: Sequence[InboxRow]) -> list[int | None]:
+        """Raises InboxUnavailableError when the rows could not be committed."""
+        if self._queue is None:
+            raise InboxUnavailableError("the inbox writer is not running")
+        pending = _Pending(rows)
+        # A request cancelled while waiting never reads its answer; mark the answer as read.
+        pending.done.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._queue.put_nowait(pending)
+        # shield: a client that hangs up must not cancel the commit other requests share.
+        return await asyncio.shield(pending.done)
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].rows)
+            while size < self._max_batch_rows and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                size += len(batch[-1].rows)
+            try:
+                await self._commit(batch)
+            except BaseException as exc:
+                # Never leave a request waiting for an answer that will not come.
+                _fail(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            inserted = await self._insert([row for pending in batch for row in pending.rows])
+        except (IntegrityError, DataError) as exc:
+            if len(batch) == 1:
+                _fail(batch, exc)
+                return
+            # One delivery's rows the database refuses; the others must not share its fate.
+            log.warning("inbox.batch_refused", deliveries=len(batch), exc_type=type(exc).__name__)
+            for pending in batch:
+                await self._commit([pending])
+            return
+        except (SQLAlchemyError, OSError) as exc:
+            _fail(batch, exc)
+            return
+        claimed: set[tuple[str, str]] = set()
+        for pending in batch:
+            ids: list[int | None] = []
+            for row in pending.rows:
+                # The first claim on a key in this batch gets the new row; any other is a duplicate.
+                new = row.key in inserted and row.key not in claimed
+                claimed.add(row.key)
+                ids.append(inserted[row.key] if new else None)
+            if not pending.done.done():
+                pending.done.set_result(ids)
+
+    async def _insert(self, rows: list[InboxRow]) -> dict[tuple[str, str], int]:
+        now = utcnow()
+        params: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in rows:
+            params.setdefault(
+                row.key,
+                {
+                    "provider": row.provider,
+                    "event_id": row.event_id,
+                    "event_type": row.event_type,
+                    "body": row.body,
+                    "headers": row.headers,
+                    "status": InboxStatus.RECEIVED,
+                    "attempts": 0,
+                    "handler_count": 0,
+                    "received_at": now,
+                },
+            )
+        async with self._engine.begin() as connection:
+            result = await connection.execute(self._statement, list(params.values()))
+            inserted = {(provider, event_id): inbox_id for inbox_id, provider, event_id in result}
+        if inserted:
+            self._on_commit(sorted(inserted.values()))
+        return inserted
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    log.error("webhook.inbox_unavailable", deliveries=len(batch), exc_type=type(exc).__name__)
+    for pending in batch:
+        if not pending.done.done():
+            pending.done.set_exception(InboxUnavailableError(type(exc).__name__))
