@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import anyio
 from celery import Celery
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 READY_CHECK_TIMEOUT_SECONDS = 3.0
-
-
-async def metrics(_: Request) -> Response:
-    """Prometheus text format (one process; the multi-process registry comes with the operators' seat)."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(_: Request) -> JSONResponse:

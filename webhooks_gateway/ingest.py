@@ -1,27 +1,24 @@
-"""The ingest path for every provider: resolve, size-check, verify, parse, handshake, store, enqueue.
+"""The ingest path for every provider: resolve, size-check, verify, parse, handshake, store.
 
-Nothing is stored for a rejected request; a verified delivery is committed before it is acknowledged
-and published only after the commit.
+Nothing is stored for a rejected request; a verified delivery is committed (by the inbox writer,
+together with concurrent ones) before it is acknowledged, and published by the relay after the
+commit, off the request path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from schemas.db import insert_ignoring_conflicts
 from schemas.settings import Settings
-from schemas.tables import InboxStatus, WebhookEvent, utcnow
-from webhooks_gateway.metrics import SIGNATURE_FAILURES, WEBHOOKS_RECEIVED
+from webhooks_gateway.inbox_writer import InboxRow, InboxUnavailableError, InboxWriter
+from webhooks_gateway.metrics import SIGNATURE_FAILURES, UNKNOWN_PROVIDER, WEBHOOKS_RECEIVED
 from webhooks_gateway.providers import PROVIDERS
 from webhooks_gateway.providers.base import (
     Delivery,
@@ -34,9 +31,6 @@ from webhooks_gateway.providers.base import (
 from workers.logging import get_logger
 
 log = get_logger(__name__)
-
-# Publishes process_event(inbox_id); returns whether the broker took it.
-Enqueue = Callable[[int], Awaitable[bool]]
 
 
 class BodyTooLargeError(Exception):
@@ -58,8 +52,7 @@ def public_url(request: Request, settings: Settings) -> str:
 @dataclass(frozen=True)
 class Ingest:
     settings: Settings
-    engine: AsyncEngine
-    enqueue: Enqueue
+    writer: InboxWriter
     clock: Callable[[], datetime]
 
     async def handle(self, request: Request) -> Response:
@@ -110,32 +103,14 @@ class Ingest:
     ) -> Response:
         kept = {h: request.headers[h] for h in provider.STORED_HEADERS if h in request.headers}
         structlog.contextvars.bind_contextvars(event_id=",".join(e.event_id for e in events)[:300])
-        now = utcnow()
+        rows = [
+            InboxRow(provider.NAME, event.event_id, event.event_type, event.body, kept)
+            for event in events
+        ]
         try:
-            async with self.engine.begin() as connection:
-                inserted = [
-                    (
-                        await connection.execute(
-                            insert_ignoring_conflicts(self.engine.dialect.name, WebhookEvent)
-                            .values(
-                                provider=provider.NAME,
-                                event_id=event.event_id,
-                                event_type=event.event_type,
-                                body=event.body,
-                                headers=kept,
-                                status=InboxStatus.RECEIVED,
-                                attempts=0,
-                                handler_count=0,
-                                received_at=now,
-                            )
-                            .returning(WebhookEvent.id)
-                        )
-                    ).scalar_one_or_none()
-                    for event in events
-                ]
-        except (SQLAlchemyError, OSError) as exc:
+            inserted = await self.writer.write(rows)
+        except InboxUnavailableError:
             # Not stored, so not acknowledged: the provider's retry is our second chance.
-            log.error("webhook.inbox_unavailable", exc_type=type(exc).__name__)
             return _reply(provider.NAME, 503, "inbox_unavailable")
         new_ids = [inbox_id for inbox_id in inserted if inbox_id is not None]
         duplicates = len(inserted) - len(new_ids)
@@ -144,9 +119,7 @@ class Ingest:
         structlog.contextvars.bind_contextvars(
             inbox_id=new_ids[0] if len(new_ids) == 1 else new_ids
         )
-        # After the commit above, never before: a worker must find the row it is sent.
-        enqueued = [inbox_id for inbox_id in new_ids if await self.enqueue(inbox_id)]
-        await self._mark_enqueued(enqueued)
+        # Committed; the relay publishes process_event for these rows after this answer.
         return _reply(
             provider.NAME,
             200,
@@ -155,24 +128,7 @@ class Ingest:
             inbox_id=new_ids[0],
             inbox_ids=new_ids,
             duplicates=duplicates,
-            enqueued=len(enqueued) == len(new_ids),
         )
-
-    async def _mark_enqueued(self, inbox_ids: list[int]) -> None:
-        if not inbox_ids:
-            return
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(
-                    update(WebhookEvent)
-                    .where(
-                        WebhookEvent.id.in_(inbox_ids), WebhookEvent.status == InboxStatus.RECEIVED
-                    )
-                    .values(status=InboxStatus.ENQUEUED, enqueued_at=utcnow())
-                )
-        except (SQLAlchemyError, OSError) as exc:
-            # The events are stored and published; only the bookkeeping time is missing.
-            log.warning("webhook.mark_enqueued_failed", exc_type=type(exc).__name__)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -204,7 +160,9 @@ def _reply(
     provider: str, status_code: int, error: str | None = None, *, outcome: str = "", **fields: Any
 ) -> JSONResponse:
     body = {"error": error, **fields} if error else fields
-    WEBHOOKS_RECEIVED.labels(provider=provider, outcome=error or outcome).inc()
+    # Any name can be in the URL: outside PROVIDERS it is one label value, not a series per name.
+    label = provider if provider in PROVIDERS else UNKNOWN_PROVIDER
+    WEBHOOKS_RECEIVED.labels(provider=label, outcome=error or outcome).inc()
     log_fields = {k: v for k, v in body.items() if k not in {"detail", "inbox_ids"}}
     if status_code >= 400:
         log.warning("webhook.rejected", http_status=status_code, **log_fields)

@@ -29,6 +29,8 @@ from pyairtable import Api
 
 from schemas.settings import Settings
 from workers.errors import ConfigurationError, PermanentError, TransientError, error_for_status
+from workers.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from workers.provider_calls import record_provider_call
 
 # (connect, read) seconds; well inside the task's soft time limit.
 DEFAULT_TIMEOUT_SECONDS = (5, 20)
@@ -77,6 +79,10 @@ class BasePacer:
 
 
 _PACER = BasePacer()
+
+
+def _record_answer(response: requests.Response, *_: Any, **__: Any) -> None:
+    record_provider_call("airtable", response.status_code)
 
 
 def _error_detail(response: requests.Response) -> str:
@@ -132,12 +138,15 @@ class AirtableClient:
     def _api(self) -> Api:
         if self._token is None or not self._token.get_secret_value().strip():
             raise ConfigurationError("AIRTABLE_API_KEY is not set; Airtable calls are disabled")
-        return Api(
+        api = Api(
             self._token.get_secret_value(),
             timeout=self._timeout,
             retry_strategy=False,
             endpoint_url=self._endpoint_url,
         )
+        # Every HTTP answer counts, whatever pyairtable then makes of it.
+        api.session.hooks["response"].append(_record_answer)
+        return api
 
     def list_webhook_payloads(
         self, base_id: str, webhook_id: str, *, cursor: int, limit: int | None = None
@@ -151,7 +160,10 @@ class AirtableClient:
         params: dict[str, Any] = {"cursor": cursor}
         if limit is not None:
             params["limit"] = limit
-        self._pacer.wait(base_id)
+        waited = self._pacer.wait(base_id)
+        if waited > 0:
+            RATE_LIMIT_WAITS.labels(provider="airtable").inc()
+            RATE_LIMIT_WAIT_SECONDS.labels(provider="airtable").inc(waited)
         try:
             data = api.request("GET", url, params=params)
         except requests.HTTPError as exc:
@@ -161,6 +173,7 @@ class AirtableClient:
         except requests.exceptions.InvalidJSONError as exc:
             raise PermanentError("airtable list-webhook-payloads answered non-JSON") from exc
         except requests.RequestException as exc:
+            record_provider_call("airtable", None)
             # Connection refused or reset, timeouts: Airtable may well answer the next attempt.
             raise TransientError(
                 f"airtable unreachable: {type(exc).__name__}: {str(exc)[:200]}"

@@ -36,6 +36,8 @@ from workers.errors import (
     TransientError,
     error_for_status,
 )
+from workers.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from workers.provider_calls import record_provider_call
 
 MAX_CONNECTIONS = 10  # per API key, Mailchimp's limit
 SHORT_WAIT_MAX_SECONDS = 5.0  # a 429 asking for at most this long is waited out in the call
@@ -89,7 +91,10 @@ class _ShortWait(Exception):
 def _wait_as_told(retry_state: RetryCallState) -> float:
     outcome = retry_state.outcome
     exc = outcome.exception() if outcome is not None else None
-    return exc.wait if isinstance(exc, _ShortWait) else DEFAULT_RETRY_AFTER_SECONDS
+    wait = exc.wait if isinstance(exc, _ShortWait) else DEFAULT_RETRY_AFTER_SECONDS
+    RATE_LIMIT_WAITS.labels(provider="mailchimp").inc()
+    RATE_LIMIT_WAIT_SECONDS.labels(provider="mailchimp").inc(wait)
+    return wait
 
 
 def _problem_detail(response: requests.Response) -> str:
@@ -193,12 +198,14 @@ class MailchimpClient:
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             raise ConfigurationError(f"MAILCHIMP_API_BASE is not a usable URL: {exc}") from exc
         except requests.RequestException as exc:
+            record_provider_call("mailchimp", None)
             # Connection refused or reset, timeouts: Mailchimp may well answer the next attempt.
             raise TransientError(
                 f"mailchimp unreachable: {type(exc).__name__}: {str(exc)[:200]}"
             ) from exc
         finally:
             slots.release()
+        record_provider_call("mailchimp", response.status_code)
         if response.status_code == 429:
             error = error_for_response(what, response)  # a 429 without Retry-After waits 1 s
             wait = error.retry_after if isinstance(error, TransientError) else None

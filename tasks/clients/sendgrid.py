@@ -35,6 +35,7 @@ from workers.errors import (
     parse_retry_after,
 )
 from workers.logging import get_logger
+from workers.provider_calls import record_provider_call
 
 log = get_logger(__name__)
 
@@ -139,14 +140,17 @@ class SendGridClient:
         try:
             response = sdk.client.mail.send.post(request_body=body, timeout=self._timeout)
         except HTTPError as exc:
+            record_provider_call("sendgrid", int(exc.status_code))
             raise error_for_http_error(exc) from exc
         except (OSError, http.client.HTTPException) as exc:
+            record_provider_call("sendgrid", None)
             # urllib's URLError, timeouts, refused or reset connections: SendGrid may come back.
             raise TransientError(
                 f"sendgrid unreachable: {type(exc).__name__}: {str(exc)[:200]}"
             ) from exc
         except ValueError as exc:  # urllib refuses a malformed SENDGRID_API_BASE
             raise ConfigurationError(f"SENDGRID_API_BASE is not a usable URL: {exc}") from exc
+        record_provider_call("sendgrid", int(response.status_code))
         message_id = response.headers.get("X-Message-Id") if response.headers else None
         if not message_id:
             # Accepted all the same: raising would have the task send it again.

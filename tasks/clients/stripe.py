@@ -25,6 +25,7 @@ from workers.errors import (
     error_for_status,
     parse_retry_after,
 )
+from workers.provider_calls import record_provider_call
 
 # (connect, read) seconds for the SDK's requests session (its default is 80 s).
 DEFAULT_TIMEOUT_SECONDS = (5.0, 30.0)
@@ -64,6 +65,12 @@ def error_for_stripe(exc: stripe.StripeError) -> TransientError | PermanentError
         return TransientError(detail[:400], retry_after=retry_after)
     error = error_for_status("stripe", status, _header(exc.headers, "Retry-After"), detail)
     return error if isinstance(error, TransientError | PermanentError) else PermanentError(detail)
+
+
+def _answered(obj: stripe.StripeObject) -> int:
+    """The HTTP status behind a returned object (a 2xx: the SDK raises for any other)."""
+    response = obj.last_response
+    return response.code if response is not None else 200
 
 
 def _check_idempotency_key(key: str) -> str:
@@ -117,9 +124,11 @@ class StripeApi:
         key = _check_idempotency_key(idempotency_key)
         client = self._client()
         try:
-            client.v1.customers.update(customer_id, params, {"idempotency_key": key})
+            customer = client.v1.customers.update(customer_id, params, {"idempotency_key": key})
         except stripe.StripeError as exc:
+            record_provider_call("stripe", exc.http_status)
             raise error_for_stripe(exc) from exc
+        record_provider_call("stripe", _answered(customer))
 
     def create_customer(
         self,
@@ -140,7 +149,9 @@ class StripeApi:
         try:
             customer = client.v1.customers.create(params, {"idempotency_key": key})
         except stripe.StripeError as exc:
+            record_provider_call("stripe", exc.http_status)
             raise error_for_stripe(exc) from exc
+        record_provider_call("stripe", _answered(customer))
         if not isinstance(customer.id, str) or not customer.id:
             raise PermanentError("stripe created a customer without an id")
         return customer.id

@@ -17,7 +17,7 @@ from schemas.settings import Settings
 from schemas.tables import InboxStatus, WebhookEvent
 from tests.conftest import STRIPE_SECRET, make_settings
 from tests.signing import sign_stripe
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_until
 from tests.support.stripe_fixtures import StripeCustomer, body_of, fixture_files
 from webhooks_gateway.app import create_app
 
@@ -88,8 +88,10 @@ def test_stripe_delivery_is_stored_once_and_enqueued(
         "inbox_id": row.id,
         "inbox_ids": [row.id],
         "duplicates": 0,
-        "enqueued": True,
     }
+    # Answered once committed; the relay publishes right after, off the request path.
+    wait_until(lambda: _rows(sqlite_settings)[0].status != "received", what="the relay")
+    (row,) = _rows(sqlite_settings)
     assert sent.inbox_ids == [row.id]
     assert row.body == body  # the exact bytes, so the signature can be checked again
     assert (row.provider, row.event_type, row.status) == ("stripe", fixture.stem, "enqueued")
@@ -110,8 +112,9 @@ def test_duplicate_delivery_answers_duplicate_and_enqueues_nothing(
 
     assert first.json()["status"] == "accepted"
     assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
-    assert len(_rows(sqlite_settings)) == 1
-    assert len(sent.inbox_ids) == 1
+    (row,) = _rows(sqlite_settings)
+    wait_until(lambda: _rows(sqlite_settings)[0].status != "received", what="the relay")
+    assert sent.inbox_ids == [row.id]
 
 
 @pytest.mark.parametrize(
@@ -217,8 +220,8 @@ def test_broker_down_still_stores_and_acknowledges(sqlite_settings: Settings) ->
         response = _post(client, body)
 
     assert response.status_code == 200
-    assert response.json()["enqueued"] is False
-    (row,) = _rows(settings)
+    assert response.json()["status"] == "accepted"
+    (row,) = _rows(settings)  # the app has stopped, so the relay has had its attempt
     assert (row.status, row.enqueued_at) == (InboxStatus.RECEIVED, None)
 
 
@@ -247,11 +250,11 @@ def test_wrong_method_is_a_json_405_and_stores_nothing(
     assert _rows(sqlite_settings) == []
 
 
-def _outcomes(client: TestClient) -> dict[str, float]:
-    """webhooks_received_total{provider="stripe", outcome=...} as scraped from /metrics."""
+def _outcomes(client: TestClient, provider: str = "stripe") -> dict[str, float]:
+    """webhooks_received_total{provider=..., outcome=...} as scraped from /metrics."""
     found: dict[str, float] = {}
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith("webhooks_received_total{") and 'provider="stripe"' in line:
+        if line.startswith("webhooks_received_total{") and f'provider="{provider}"' in line:
             outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
             found[outcome] = float(line.rsplit(" ", 1)[1])
     return found
@@ -274,3 +277,15 @@ def test_every_outcome_is_counted_by_provider(client: TestClient) -> None:
         "invalid_signature": 1,
         "method_not_allowed": 1,
     }
+
+
+def test_names_in_the_url_that_are_no_provider_are_counted_as_one_unknown_series(
+    client: TestClient,
+) -> None:
+    before = _outcomes(client, "unknown").get("not_enabled", 0)
+
+    client.post("/webhooks/wp-login.php", content=b"{}")
+    client.post("/webhooks/anything-a-scanner-tries", content=b"{}")
+
+    assert _outcomes(client, "unknown")["not_enabled"] - before == 2
+    assert "wp-login.php" not in client.get("/metrics").text
