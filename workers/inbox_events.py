@@ -55,8 +55,9 @@ def replay(
 ) -> str:
     """Process the stored event again from the start; side effects already done stay done.
 
-    The reset is committed before the publish (a worker must see it); if the publish fails the row
-    stays `received` and the inbox sweep sends it.
+    The reset is committed before the publish (a worker must see it), already marked `enqueued` so
+    the inbox sweep cannot send it a second time meanwhile; if the publish fails the row goes back
+    to `received` and the sweep sends it on its next pass.
     """
     with session_scope(sessions) as session:
         row = get(session, inbox_id, lock=True)
@@ -70,14 +71,17 @@ def replay(
             previous_status=row.status,
         )
         forget_handled(session, inbox_id)
-        row.status, row.enqueued_at, row.processed_at = InboxStatus.RECEIVED, None, None
-    task_id = publish(inbox_id)
-    with session_scope(sessions) as session:
-        session.execute(
-            update(WebhookEvent)
-            .where(WebhookEvent.id == inbox_id, WebhookEvent.status == InboxStatus.RECEIVED)
-            .values(status=InboxStatus.ENQUEUED, enqueued_at=utcnow())
-        )
+        row.status, row.enqueued_at, row.processed_at = InboxStatus.ENQUEUED, utcnow(), None
+    try:
+        task_id = publish(inbox_id)
+    except Exception:
+        with session_scope(sessions) as session:
+            session.execute(
+                update(WebhookEvent)
+                .where(WebhookEvent.id == inbox_id, WebhookEvent.status == InboxStatus.ENQUEUED)
+                .values(status=InboxStatus.RECEIVED, enqueued_at=None)
+            )
+        raise
     return task_id
 
 

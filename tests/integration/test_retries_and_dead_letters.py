@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from schemas.tables import AuditEntry, DeadLetter, InboxStatus, WebhookEvent
 from tests.integration.conftest import OPERATORS_CHANNEL, Fleet
 from tests.support.processes import hookfleet, wait_until
+from tests.support.rows import dead_letters
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer
 from workers.celery_app import make_celery
@@ -50,19 +51,11 @@ def _inbox_status(engine: Engine, event_id: str) -> str | None:
         return session.scalar(select(WebhookEvent.status).where(WebhookEvent.event_id == event_id))
 
 
-def _dead_letters(engine: Engine, **where: Any) -> list[DeadLetter]:
-    with Session(engine) as session:
-        query = select(DeadLetter).order_by(DeadLetter.id)
-        for column, value in where.items():
-            query = query.where(getattr(DeadLetter, column) == value)
-        return list(session.scalars(query))
-
-
 def _dead_letter_for(engine: Engine, event_id: str) -> DeadLetter:
     with Session(engine) as session:
         inbox_id = session.scalar(select(WebhookEvent.id).where(WebhookEvent.event_id == event_id))
-    wait_until(lambda: _dead_letters(engine, inbox_id=inbox_id), timeout=30, what="a dead letter")
-    (row,) = _dead_letters(engine, inbox_id=inbox_id)
+    wait_until(lambda: dead_letters(engine, inbox_id=inbox_id), timeout=30, what="a dead letter")
+    (row,) = dead_letters(engine, inbox_id=inbox_id)
     return row
 
 
@@ -80,8 +73,8 @@ def _dead_letter_of_fault_task(
     """Send one of tests/support/fault_tasks.py with a fresh marker; wait for its dead letter."""
     marker = _marker(kind)
     make_celery(fleet.settings()).send_task(f"tests.fault_tasks.{task}", args=[marker])
-    wait_until(lambda: _dead_letters(engine, args=[marker]), timeout=timeout, what="dead letter")
-    (dead,) = _dead_letters(engine, args=[marker])
+    wait_until(lambda: dead_letters(engine, args=[marker]), timeout=timeout, what="dead letter")
+    (dead,) = dead_letters(engine, args=[marker])
     return marker, dead
 
 
@@ -178,7 +171,7 @@ def test_always_failing_task_gets_four_attempts_one_dead_letter_one_alert_and_re
     _wait_processed(pg_engine, event["id"])
     effects = [post for post in _posts_about(clean_sandbox, invoice) if post["effect"]]
     assert len(effects) == 1
-    (replayed,) = _dead_letters(pg_engine, id=dead.id)
+    (replayed,) = dead_letters(pg_engine, id=dead.id)
     assert replayed.status == "replayed"
     assert replayed.replayed_task_id
     with Session(pg_engine) as session:
@@ -197,11 +190,11 @@ def test_replay_that_fails_again_links_a_new_dead_letter_to_the_first(
 
     assert _cli(fleet, "dlq", "replay", str(first.id)).returncode == 0
 
-    wait_until(lambda: len(_dead_letters(pg_engine, args=[marker])) == 2, timeout=20, what="second")
-    _, second = _dead_letters(pg_engine, args=[marker])
+    wait_until(lambda: len(dead_letters(pg_engine, args=[marker])) == 2, timeout=20, what="second")
+    _, second = dead_letters(pg_engine, args=[marker])
     assert second.replay_of_id == first.id
     assert second.status == "dead"
-    assert _dead_letters(pg_engine, id=first.id)[0].status == "replayed"
+    assert dead_letters(pg_engine, id=first.id)[0].status == "replayed"
 
 
 def test_a_storm_of_failures_sends_a_summary_not_a_message_each(
@@ -224,9 +217,7 @@ def test_a_storm_of_failures_sends_a_summary_not_a_message_each(
     wait_until(all_dead, timeout=30, what="20 dead letters")
     wait_until(
         lambda: (
-            _dead_letters(
-                pg_engine, task_name="tests.fault_tasks.always_permanent", alerted_at=None
-            )
+            dead_letters(pg_engine, task_name="tests.fault_tasks.always_permanent", alerted_at=None)
             == []
         ),
         timeout=15,
@@ -289,7 +280,7 @@ def test_admin_api_over_http_refuses_401_403_429_and_replays_like_the_cli(
     for event, invoice in ((via_api_event, via_api_invoice), (via_cli_event, via_cli_invoice)):
         _wait_processed(pg_engine, event["id"])
         assert [post["effect"] for post in _posts_about(clean_sandbox, invoice)] == [False, True]
-    rows = {row.id: row for row in _dead_letters(pg_engine, task_name=ANNOUNCE)}
+    rows = {row.id: row for row in dead_letters(pg_engine, task_name=ANNOUNCE)}
     assert rows[via_api.id].status == rows[via_cli.id].status == "replayed"
     assert rows[via_api.id].replayed_task_id == replayed.json()["new_task_id"]
 
@@ -312,7 +303,7 @@ def test_cli_lists_shows_and_discards_dead_letters_with_a_reason(
     assert json.loads(shown.stdout)["args"] == [marker]
     assert "ValueError" in json.loads(shown.stdout)["traceback"]
     assert discarded.returncode == 0
-    (row,) = _dead_letters(pg_engine, id=dead.id)
+    (row,) = dead_letters(pg_engine, id=dead.id)
     assert (row.status, row.discard_reason) == ("discarded", "test data, not a bug")
     assert again.returncode != 0  # a discarded row is kept, and is not replayed
     assert "discarded, not dead" in again.stderr

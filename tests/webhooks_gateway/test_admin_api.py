@@ -6,173 +6,27 @@ and deleted afterwards. Broker calls go to recorders; the token bucket to a key 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import redis
-from sqlalchemy import Engine, delete, or_, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
 from schemas.db import session_scope
 from schemas.settings import Settings
-from schemas.tables import ApiKey, AuditEntry, DeadLetter, Effect, InboxStatus, WebhookEvent
+from schemas.tables import ApiKey, InboxStatus
+from tests.support.admin_world import (
+    API,
+    Published,
+    SentTasks,
+    World,
+    no_enqueue,
+)
 from tests.support.processes import free_port
 from webhooks_gateway.app import create_app
 from workers import api_keys
 from workers.dead_letters import REPLAY_HEADER
 from workers.rate_limit import TokenBucket
-
-API = "/admin/api"
-ALL_SCOPES = ",".join(api_keys.SCOPES)
-
-
-class SentTasks:
-    """Records dead-letter replays instead of sending them; `broker_up=False` makes sending fail."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
-        self.task_ids: list[str] = []
-        self.broker_up = True
-
-    def __call__(
-        self,
-        name: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        headers: dict[str, Any],
-        task_id: str,
-    ) -> str:
-        if not self.broker_up:
-            raise ConnectionError("broker unreachable")
-        self.calls.append((name, args, kwargs, headers))
-        self.task_ids.append(task_id)
-        return task_id
-
-
-class Published:
-    def __init__(self) -> None:
-        self.inbox_ids: list[int] = []
-
-    def __call__(self, inbox_id: int) -> str:
-        self.inbox_ids.append(inbox_id)
-        return f"process-event-{inbox_id}"
-
-
-async def _no_enqueue(inbox_id: int) -> bool:
-    raise AssertionError("the admin API must not use the ingest enqueue")
-
-
-class World:
-    """Seeds committed rows for one test and removes them (and what the API wrote about them) after."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
-        self.tag = secrets.token_hex(4)
-        self.key_ids: list[int] = []
-        self.dead_letter_ids: list[int] = []
-        self.inbox_ids: list[int] = []
-
-    def key(self, scopes: str = ALL_SCOPES, *, rate_per_minute: int = 600) -> tuple[str, str]:
-        """A new key's (name, plaintext)."""
-        name = f"test-{self.tag}-{len(self.key_ids)}"
-        with session_scope(self.sessions) as session:
-            row, plaintext = api_keys.create_key(
-                session,
-                name=name,
-                scopes=scopes,
-                rate_per_minute=rate_per_minute,
-                actor="test",
-            )
-            self.key_ids.append(row.id)
-        return name, plaintext
-
-    def auth(self, scopes: str = ALL_SCOPES, *, rate_per_minute: int = 600) -> dict[str, str]:
-        _, plaintext = self.key(scopes, rate_per_minute=rate_per_minute)
-        return {"Authorization": f"Bearer {plaintext}"}
-
-    @property
-    def task_name(self) -> str:
-        return f"tasks.test.flaky_{self.tag}"
-
-    def dead_letter(self, *, task_name: str | None = None, status: str = "dead") -> DeadLetter:
-        with session_scope(self.sessions) as session:
-            row = DeadLetter(
-                task_name=task_name or self.task_name,
-                task_id=f"task-{secrets.token_hex(6)}",
-                args=[42, "cus_Test"],
-                kwargs={"email": "ada@example.com"},
-                queue="lifecycle",
-                exc_type="workers.errors.PermanentError",
-                exc_message="Stripe said no",
-                traceback='Traceback (most recent call last):\n  File "x.py"\nPermanentError',
-                attempts=4,
-                status=status,
-            )
-            session.add(row)
-            session.flush()
-            self.dead_letter_ids.append(row.id)
-        return row
-
-    @property
-    def event_type(self) -> str:
-        return f"test.event_{self.tag}"
-
-    def event(self, *, status: str = InboxStatus.PROCESSED) -> WebhookEvent:
-        with session_scope(self.sessions) as session:
-            row = WebhookEvent(
-                provider="stripe",
-                event_id=f"evt_{secrets.token_hex(8)}",
-                event_type=self.event_type,
-                body=b'{"id": "evt_admin", "type": "invoice.paid"}',
-                headers={"Stripe-Signature": "t=1,v1=abc"},
-                status=status,
-            )
-            session.add(row)
-            session.flush()
-            self.inbox_ids.append(row.id)
-        return row
-
-    def reload_dead_letter(self, dead_letter_id: int) -> DeadLetter:
-        with self.sessions() as session:
-            row = session.get(DeadLetter, dead_letter_id)
-            assert row is not None
-            return row
-
-    def reload_event(self, inbox_id: int) -> WebhookEvent:
-        with self.sessions() as session:
-            row = session.get(WebhookEvent, inbox_id)
-            assert row is not None
-            return row
-
-    def audit(self, action: str, entity_id: int) -> list[AuditEntry]:
-        with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(AuditEntry).where(
-                        AuditEntry.action == action, AuditEntry.entity_id == str(entity_id)
-                    )
-                )
-            )
-
-    def clean(self) -> None:
-        with session_scope(self.sessions) as session:
-            entities = or_(
-                AuditEntry.inbox_id.in_(self.inbox_ids),
-                (AuditEntry.entity_type == "dead_letter")
-                & AuditEntry.entity_id.in_([str(i) for i in self.dead_letter_ids]),
-                (AuditEntry.entity_type == "webhook_event")
-                & AuditEntry.entity_id.in_([str(i) for i in self.inbox_ids]),
-                (AuditEntry.entity_type == "api_key")
-                & AuditEntry.entity_id.in_([str(i) for i in self.key_ids]),
-            )
-            session.execute(delete(AuditEntry).where(entities))
-            session.execute(delete(Effect).where(Effect.inbox_id.in_(self.inbox_ids)))
-            session.execute(delete(DeadLetter).where(DeadLetter.id.in_(self.dead_letter_ids)))
-            session.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(self.inbox_ids)))
-            session.execute(delete(ApiKey).where(ApiKey.id.in_(self.key_ids)))
 
 
 @pytest.fixture
@@ -183,32 +37,11 @@ def world(pg_engine: Engine) -> Iterator[World]:
 
 
 @pytest.fixture
-def bucket(services: None) -> Iterator[TokenBucket]:
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
-    prefix = f"hookfleet:test:{secrets.token_hex(6)}:"
-    yield TokenBucket(client, prefix=prefix)
-    leftovers = list(client.scan_iter(match=f"{prefix}*"))
-    if leftovers:
-        client.delete(*leftovers)
-    client.close()
-
-
-@pytest.fixture
-def sent() -> SentTasks:
-    return SentTasks()
-
-
-@pytest.fixture
-def published() -> Published:
-    return Published()
-
-
-@pytest.fixture
 def client(
     pg_settings: Settings, sent: SentTasks, published: Published, bucket: TokenBucket
 ) -> Iterator[TestClient]:
     app = create_app(
-        pg_settings, enqueue=_no_enqueue, send_task=sent, publish=published, bucket=bucket
+        pg_settings, enqueue=no_enqueue, send_task=sent, publish=published, bucket=bucket
     )
     with TestClient(app) as test_client:
         yield test_client
@@ -531,6 +364,20 @@ def test_event_replay_enqueues_it_again_and_audits_the_key(
     assert missing.status_code == 404
 
 
+def test_event_replay_with_the_broker_down_is_503_and_leaves_the_row_received_for_the_sweep(
+    client: TestClient, world: World, published: Published
+) -> None:
+    row = world.event()
+    published.broker_up = False
+
+    response = client.post(f"{API}/events/{row.id}/replay", headers=world.auth("events:replay"))
+
+    assert response.status_code == 503
+    stored = world.reload_event(row.id)
+    assert (stored.status, stored.enqueued_at) == (InboxStatus.RECEIVED, None)
+    assert len(world.audit("inbox_event.replayed", row.id)) == 1
+
+
 # --- the schema ---------------------------------------------------------------------------------
 
 
@@ -573,7 +420,7 @@ def test_with_redis_down_the_rate_limit_lets_authenticated_calls_through(
 ) -> None:
     """The limit guards load, not access: the key is still checked in the database."""
     settings = pg_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    app = create_app(settings, enqueue=_no_enqueue, send_task=SentTasks(), publish=Published())
+    app = create_app(settings, enqueue=no_enqueue, send_task=SentTasks(), publish=Published())
     with TestClient(app) as test_client:
         allowed = test_client.get(f"{API}/dead-letters", headers=world.auth("dlq:read"))
         refused = test_client.get(f"{API}/dead-letters")

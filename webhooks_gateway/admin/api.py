@@ -12,7 +12,7 @@ CLI calls too; they write the audit rows, here with the actor `api:<key name>`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import session_scope
+from webhooks_gateway.admin.health import IntegrationHealth, integration_health
 from workers import api_keys, dead_letters, inbox_events
 from workers.dead_letters import DeadLetterStatus, SendTask
 from workers.logging import get_logger
@@ -167,6 +168,8 @@ class AdminDeps:
     send_task: SendTask
     publish: Callable[[int], str]
     bucket: TokenBucket
+    # (name, inbound secret set) of every provider, for the health report.
+    providers: tuple[tuple[str, bool], ...] = ()
 
     def transaction(self) -> AbstractContextManager[Session]:
         return session_scope(self.sessions)
@@ -231,9 +234,10 @@ def _spend_token(bucket: TokenBucket, caller: Caller) -> None:
         )
 
 
-def require(scope: str) -> Callable[..., Caller]:
-    """The dependency of a route that needs `scope`: the key (401), the scope (403), the rate (429)."""
-    if scope not in api_keys.SCOPES:
+def require(scope: str | None) -> Callable[..., Caller]:
+    """The dependency of a route that needs `scope` (None: any valid key): the key (401), the scope
+    (403), the rate (429)."""
+    if scope is not None and scope not in api_keys.SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
     def dependency(
@@ -258,14 +262,14 @@ def require(scope: str) -> Callable[..., Caller]:
             )
         if caller is None:
             raise _unauthorized("unknown or revoked API key")
-        if scope not in caller.scopes:
+        if scope is not None and scope not in caller.scopes:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, detail=f"this API key lacks the scope {scope!r}"
             )
         _spend_token(deps.bucket, caller)
         return caller
 
-    dependency.__name__ = f"api_key_with_{scope.replace(':', '_')}"
+    dependency.__name__ = f"api_key_with_{(scope or 'any_scope').replace(':', '_')}"
     return dependency
 
 
@@ -273,6 +277,7 @@ DlqRead = Annotated[Caller, Depends(require("dlq:read"))]
 DlqWrite = Annotated[Caller, Depends(require("dlq:write"))]
 EventsRead = Annotated[Caller, Depends(require("events:read"))]
 EventsReplay = Annotated[Caller, Depends(require("events:replay"))]
+AnyKey = Annotated[Caller, Depends(require(None))]
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many, newest first")]
 Since = Annotated[datetime | None, Query(description="at or after this time (UTC if naive)")]
@@ -449,6 +454,20 @@ def replay_event(caller: EventsReplay, deps: Deps, inbox_id: int) -> EventReplay
     return EventReplayed(id=inbox_id, task_id=task_id)
 
 
+# --- integration health ---------------------------------------------------------------------
+
+health_routes = APIRouter(tags=["health"])
+
+
+@health_routes.get("/health", response_model=IntegrationHealth)
+def health(_: AnyKey, deps: Deps) -> IntegrationHealth:
+    """Per provider: the last webhook stored and the last hour's failures, the last outbound call
+    that succeeded and failed and the last hour's error rate; the last run of every scheduled job.
+    Any valid key."""
+    with deps.transaction() as session:
+        return integration_health(session, deps.bucket.redis, deps.providers, now=datetime.now(UTC))
+
+
 # --- the app --------------------------------------------------------------------------------
 
 
@@ -474,6 +493,7 @@ def create_admin_api(
     send_task: SendTask,
     publish: Callable[[int], str],
     bucket: TokenBucket,
+    providers: Sequence[tuple[str, bool]] = (),
 ) -> FastAPI:
     """The admin routes, relative to wherever the app is mounted (/admin/api in the gateway)."""
     app = FastAPI(
@@ -492,8 +512,13 @@ def create_admin_api(
         },
     )
     app.state.admin = AdminDeps(
-        sessions=sessions, send_task=send_task, publish=publish, bucket=bucket
+        sessions=sessions,
+        send_task=send_task,
+        publish=publish,
+        bucket=bucket,
+        providers=tuple(providers),
     )
     app.include_router(dead_letter_routes)
     app.include_router(event_routes)
+    app.include_router(health_routes)
     return app
