@@ -33,7 +33,7 @@ format: $(STAMP)
 clean:
 	rm -rf $(VENV) .hookfleet .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-jobs
 
 # Benchmarks (tests/bench): not part of `make test`; wrk is installed when missing and we are root,
 # else the Python load generator is used.
@@ -45,3 +45,9 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	bash tests/support/ensure-services.sh
 	$(BIN)/python -m tests.bench --smoke
+
+# The scheduled jobs at 50,000 members / 10,000 RSVPs against the sandbox, limits raised 600x and
+# projected back to the real ones (tests/bench/jobs.py); writes bench-jobs-results.json.
+bench-jobs: $(STAMP)
+	bash tests/support/ensure-services.sh
+	$(BIN)/python -m tests.bench.jobs

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
+from celery.schedules import crontab
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -22,6 +25,40 @@ _SYNC_DRIVERS = {
 _ASYNC_DRIVERS = {"postgresql+psycopg": "postgresql+psycopg", "sqlite": "sqlite+aiosqlite"}
 
 SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+
+# A job schedule is a 5-field cron expression ("0 9,21 * * *": minute hour day-of-month month
+# day-of-week, UTC), or "every <N>s|m|h" for an interval (seconds are for tests and demos).
+_EVERY = re.compile(r"^every\s+(\d+(?:\.\d+)?)\s*(s|m|h)$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_schedule(expression: str) -> crontab | timedelta:
+    """A schedule setting as celery beat takes it; ValueError naming the problem when it is neither
+    a 5-field cron expression nor `every <N>s|m|h`."""
+    text = expression.strip()
+    every = _EVERY.match(text)
+    if every:
+        seconds = float(every.group(1)) * _UNIT_SECONDS[every.group(2).lower()]
+        if seconds <= 0:
+            raise ValueError(f"schedule {expression!r}: the interval must be positive")
+        return timedelta(seconds=seconds)
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"schedule {expression!r} is neither a 5-field cron expression "
+            '("minute hour day-of-month month day-of-week", e.g. "0 9,21 * * *") nor "every <N>s|m|h"'
+        )
+    minute, hour, day_of_month, month, day_of_week = fields
+    try:
+        return crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month,
+            day_of_week=day_of_week,
+        )
+    except ValueError as exc:
+        raise ValueError(f"schedule {expression!r} is not a valid cron expression: {exc}") from exc
 
 
 def normalize_database_url(url: str) -> str:
@@ -104,11 +141,48 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_api_base: str = "https://slack.com/api/"
     slack_operators_channel: str = "#hookfleet-ops"
+    luma_api_key: SecretStr | None = None
+    luma_api_base: str = "https://public-api.luma.com"
+
+    # Scheduled jobs (workers.jobs): when beat starts them (see parse_schedule), and POST /jobs/{name}
+    # with `Authorization: Bearer <CRON_SECRET>` for an external cron (unset: that route answers 404).
+    luma_approval_schedule: str = "0 9,21 * * *"
+    slack_sync_schedule: str = "0 9,21 * * *"
+    cron_secret: SecretStr | None = None
+    # Guests pending approval who are not active members: declined at Luma, or left pending.
+    luma_non_member_action: Literal["decline", "skip"] = "decline"
+    # Luma sends the guest its approval/decline email when this is set.
+    luma_send_status_email: bool = True
+    # Members not found in users.list are looked up one by one with users.lookupByEmail.
+    slack_sync_lookup_fallback: bool = False
+    # The providers' documented limits, shared by every worker process through Redis.
+    luma_requests_per_minute: float = Field(default=200.0, gt=0)
+    slack_tier2_per_minute: float = Field(default=20.0, gt=0)
+    slack_tier3_per_minute: float = Field(default=50.0, gt=0)
+    # Inside one run: tries of one provider call on 5xx / connection errors, and on 429s.
+    job_call_attempts: int = Field(default=5, ge=1)
+    job_rate_limited_attempts: int = Field(default=10, ge=1)
+    # A running job holds its lock this long past its last heartbeat (a dead worker frees it then).
+    job_lock_ttl_seconds: int = Field(default=60, ge=3)
+    # RedBeat: keys under this prefix, and how long the active beat's lock outlives a silent beat.
+    redbeat_key_prefix: str = "hookfleet:redbeat:"
+    beat_lock_timeout_seconds: int = Field(default=60, ge=2)
 
     max_body_bytes: int = 256 * 1024
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     flower_port: int = 5555
+    # Flower, under the names Flower itself reads (FLOWER_*). FLOWER_BASIC_AUTH is "user:password"
+    # (several comma-separated); unset, `make run` makes one for the run and deploy/ will not start.
+    flower_basic_auth: SecretStr | None = None
+    flower_address: str = "127.0.0.1"
+    # Its task history: kept across restarts in this file (default: the run's state directory) ...
+    flower_db: str | None = None
+    # ... and bounded to this many tasks, oldest dropped first.
+    flower_max_tasks: int = Field(default=10_000, ge=100)
+    # Workers' own /metrics (prometheus-client multiprocess; celery-exporter's default port).
+    worker_metrics_port: int = 9808
+    worker_metrics_address: str = "127.0.0.1"
     sandbox_port: int = 8765
     public_base_url: str = "http://127.0.0.1:8000"
 
@@ -136,6 +210,12 @@ class Settings(BaseSettings):
     inbox_enqueued_stale_seconds: float = 900.0
 
     api_key_default_rate_per_minute: int = 120
+    # The operators' pages (/admin): the key signing their session cookie (unset: a random one per
+    # gateway process, so sessions end at a restart and several processes cannot share them), how long
+    # a sign-in lasts, and sign-in attempts allowed per client address per minute.
+    admin_session_secret: SecretStr | None = None
+    admin_session_max_age_seconds: int = Field(default=8 * 3600, ge=60)
+    admin_sign_in_per_minute: int = Field(default=10, ge=1)
 
     log_level: str = "INFO"
     log_json: bool | None = None
@@ -160,6 +240,12 @@ class Settings(BaseSettings):
     def _split(cls, value: Any) -> Any:
         return _split_secrets(value)
 
+    @field_validator("luma_approval_schedule", "slack_sync_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value.strip()
+
     @field_validator("database_url")
     @classmethod
     def _normalize_database_url(cls, value: str) -> str:
@@ -180,6 +266,12 @@ class Settings(BaseSettings):
         """The same database through the async driver the gateway uses."""
         scheme, _, rest = self.database_url.partition("://")
         return f"{_ASYNC_DRIVERS[scheme]}://{rest}"
+
+    @property
+    def job_time_limit(self) -> int:
+        """A scheduled job's hard limit: most of the visibility timeout, so Redis never hands a
+        running job to a second worker."""
+        return max(1, int(self.broker_visibility_timeout * 0.9))
 
     @property
     def celery_broker_url(self) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -119,6 +120,10 @@ class Member(Base):
     visible: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# Luma approval looks members up by lower-cased email, a page of guests at a time.
+Index("ix_members_lower_email", func.lower(Member.email))
 
 
 class Membership(Base):
@@ -244,4 +249,51 @@ class AirtableCursor(Base):
     webhook_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     base_id: Mapped[str] = mapped_column(String(64))
     cursor: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IntegrationStatus:
+    """A member's account at a provider, as the last sync saw it (Slack's statuses in issue 6)."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"  # Slack: a guest (restricted or ultra-restricted)
+    DEACTIVATED = "deactivated"  # Slack: deleted
+    NOT_FOUND = "not_found"
+
+
+class Integration(Base):
+    """Per member and provider: the member's id there, its status and when it was last synced."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (
+        UniqueConstraint("member_id", "provider"),
+        Index(None, "provider", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(BigId, ForeignKey("members.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LumaDecision(Base):
+    """One decision per Luma guest, written `started` before the status call and `done` after it,
+    so a crash or a retry resends the same decision instead of making a second one. Skips are
+    `done` at once and may be revisited on a later run when the membership changed."""
+
+    __tablename__ = "luma_decisions"
+    __table_args__ = (UniqueConstraint("event_id", "guest_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    guest_id: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    decision: Mapped[str] = mapped_column(String(16))  # approve | decline | skip
+    reason: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # started | done | error
+    job_run_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("job_runs.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

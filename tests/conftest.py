@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from schemas.db import make_engine
-from schemas.migrate import upgrade
 from schemas.settings import Settings
+from tests.support.databases import migrated_database
 
 ROOT = Path(__file__).parents[1]
-SHARED_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 STRIPE_SECRET = "whsec_test_current_4eC39HqLyjWDarjtT1zdp7dc"
 STRIPE_OLD_SECRET = "whsec_test_rotated_out_9f8e7d6c5b4a39281706"
 
@@ -33,14 +30,8 @@ def services() -> None:
 @pytest.fixture(scope="session")
 def database_url(services: None) -> Iterator[str]:
     """A database of this test run's own on the shared server, migrated, dropped at the end."""
-    name = f"hookfleet_test_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{SHARED_POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{SHARED_POSTGRES}/{name}"
-    upgrade(Settings(_env_file=None, database_url=url))
-    yield url
-    with psycopg.connect(f"{SHARED_POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database("hookfleet_test") as url:
+        yield url
 
 
 def make_settings(**overrides: Any) -> Settings:

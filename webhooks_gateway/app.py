@@ -1,4 +1,5 @@
-"""The ASGI app: webhook routes for the enabled providers, health, readiness, the admin API.
+"""The ASGI app: webhook routes for the enabled providers, health, readiness, the admin API and
+the operators' pages.
 
 Starlette rather than FastAPI: the webhook path must read the exact raw bytes before any parsing, and
 has no request model to validate, so FastAPI's layer would only cost time on the hot path.
@@ -20,10 +21,16 @@ from starlette.routing import Mount, Route
 from schemas.db import make_async_engine, make_engine
 from schemas.settings import Settings
 from webhooks_gateway.admin import create_admin_api
-from webhooks_gateway.enqueue import celery_enqueue
-from webhooks_gateway.health import healthz, metrics, readyz
-from webhooks_gateway.ingest import Enqueue, Ingest
+from webhooks_gateway.admin.health import enabled_providers
+from webhooks_gateway.admin.pages import create_admin_pages
+from webhooks_gateway.enqueue import Enqueue, celery_publisher, one_by_one
+from webhooks_gateway.health import healthz, readyz
+from webhooks_gateway.inbox_writer import InboxWriter
+from webhooks_gateway.ingest import Ingest
+from webhooks_gateway.jobs import SendJob, celery_job_sender, job_routes
+from webhooks_gateway.metrics import metrics_endpoint, timed_webhook
 from webhooks_gateway.providers import PROVIDERS
+from webhooks_gateway.relay import Relay
 from webhooks_gateway.zapier_hooks import zapier_routes
 from workers.celery_app import make_celery
 from workers.dead_letters import SendTask
@@ -48,9 +55,10 @@ def create_app(
     send_task: SendTask | None = None,
     publish: Callable[[int], str] | None = None,
     bucket: TokenBucket | None = None,
+    send_job: SendJob | None = None,
 ) -> Starlette:
-    """`enqueue`, `send_task` and `publish` default to the configured broker and `bucket` to a token
-    bucket on REDIS_URL; tests may pass recorders and a bucket of their own."""
+    """`enqueue`, `send_task`, `publish` and `send_job` default to the configured broker and `bucket`
+    to a token bucket on REDIS_URL; tests may pass recorders and a bucket of their own."""
     engine = make_async_engine(settings)
     celery = make_celery(settings)
     # The admin API's routes are sync (run in the threadpool) and share the workers' store functions.
@@ -71,18 +79,27 @@ def create_app(
         send_task=send_task or task_sender(celery),
         publish=publish or (lambda inbox_id: publish_process_event(celery, inbox_id)),
         bucket=bucket,
+        providers=enabled_providers(settings),
     )
-    ingest = Ingest(
-        settings=settings,
-        engine=engine,
-        enqueue=enqueue or celery_enqueue(celery, settings.enqueue_timeout_seconds),
-        clock=clock,
+    # The operators' pages share the API's sessions, broker senders and token bucket.
+    pages = create_admin_pages(admin.state.admin, settings)
+    relay = Relay(
+        engine,
+        one_by_one(enqueue)
+        if enqueue
+        else celery_publisher(celery, settings.enqueue_timeout_seconds),
     )
+    writer = InboxWriter(engine, on_commit=relay.add)
+    ingest = Ingest(settings=settings, writer=writer, clock=clock)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         _announce_providers(settings)
+        await relay.start()
+        await writer.start()
         yield
+        await writer.stop()
+        await relay.stop()
         await engine.dispose()
         admin_engine.dispose()
         if limiter_redis is not None:
@@ -91,11 +108,14 @@ def create_app(
     routes = [
         # Zapier's REST-hook subscribe/unsubscribe/list, ahead of the generic provider route.
         *zapier_routes(settings, engine),
-        Route("/webhooks/{provider}", ingest.handle, methods=WEBHOOK_METHODS),
+        Route("/webhooks/{provider}", timed_webhook(ingest.handle), methods=WEBHOOK_METHODS),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", metrics_endpoint(admin_engine), methods=["GET"]),
         Route("/readyz", readyz(engine, celery), methods=["GET"]),  # type: ignore[arg-type]
+        # POST /jobs/{name}: an external cron starts a scheduled job (CRON_SECRET).
+        *job_routes(settings, send_job or celery_job_sender(celery)),
         Mount("/admin/api", app=admin),
+        Mount("/admin", app=pages),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

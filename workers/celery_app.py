@@ -10,6 +10,7 @@ from celery import Celery, signals
 from schemas.settings import Settings
 from workers import runtime
 from workers.beat import beat_schedule
+from workers.jobs import JOB_ROUTES, JOB_TASK_MODULES
 from workers.logging import configure_logging
 from workers.queues import QUEUE_OBJECTS, ROUTES, TASK_MODULES
 
@@ -19,7 +20,11 @@ BROKER_SOCKET_TIMEOUT_SECONDS = 2
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("hookfleet", broker=settings.celery_broker_url, include=list(TASK_MODULES))
+    app = Celery(
+        "hookfleet",
+        broker=settings.celery_broker_url,
+        include=[*TASK_MODULES, *JOB_TASK_MODULES],
+    )
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -31,7 +36,7 @@ def make_celery(settings: Settings) -> Celery:
         task_soft_time_limit=int(settings.task_default_time_limit * 0.8),
         task_queues=QUEUE_OBJECTS,
         task_default_queue="dispatch",
-        task_routes=ROUTES,
+        task_routes={**ROUTES, **JOB_ROUTES},
         task_send_sent_event=True,
         worker_send_task_events=True,
         worker_hijack_root_logger=False,
@@ -45,6 +50,20 @@ def make_celery(settings: Settings) -> Celery:
             "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
         },
         beat_schedule=beat_schedule(settings),
+        # RedBeat keeps the schedule in Redis under a lock: of several beats started, one schedules
+        # and the others wait to take over when its lock lapses (a stopped beat releases it).
+        beat_scheduler="redbeat.RedBeatScheduler",
+        redbeat_redis_url=settings.redis_url,
+        redbeat_key_prefix=settings.redbeat_key_prefix,
+        redbeat_lock_timeout=settings.beat_lock_timeout_seconds,
+        # A Redis blip is waited out (up to a minute) instead of ending the beat process.
+        redbeat_redis_options={
+            "retry_period": 60,
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS * 2,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_SECONDS * 2,
+        },
+        # The active beat renews its lock on every tick, so it must tick well inside the lock's life.
+        beat_max_loop_interval=max(1, settings.beat_lock_timeout_seconds // 4),
         timezone="UTC",
         enable_utc=True,
     )

@@ -8,6 +8,7 @@ import click
 
 from schemas.settings import Settings
 from workers.cli_dlq import dlq, events
+from workers.cli_jobs import jobs
 from workers.cli_keys import keys
 from workers.logging import configure_logging
 from workers.sandbox.cli import sandbox
@@ -22,6 +23,7 @@ main.add_command(dlq)
 main.add_command(events)
 main.add_command(sandbox)
 main.add_command(keys)
+main.add_command(jobs)
 
 
 @main.group()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-QUEUES = ("dispatch", "lifecycle", "sync", "notification", "maintenance")
+# Scheduled jobs run for minutes at the providers' limits: a queue of their own, consumed by a
+# worker of its own, so a job never holds the slots that webhooks' tasks wait for.
+JOB_QUEUE = "jobs"
+QUEUES = ("dispatch", "lifecycle", "sync", "notification", "maintenance", JOB_QUEUE)
+WEBHOOK_QUEUES = tuple(name for name in QUEUES if name != JOB_QUEUE)
 # Each queue has its own direct exchange and routing key, so no message lands in two queues.
 QUEUE_OBJECTS = tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUES)
 # `tasks.<module>.<verb>` -> its queue (outbound sync modules share `sync`); every route is here.

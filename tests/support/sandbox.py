@@ -42,6 +42,12 @@ class SandboxServer:
         """SENDGRID_API_BASE (Settings.sendgrid_api_base) for this sandbox."""
         return f"{self.url}/sendgrid"
 
+    @property
+    def luma_api_base(self) -> str:
+        """LUMA_API_BASE (Settings.luma_api_base) for this sandbox; LUMA_API_KEY must look like
+        Luma's keys (`secret-...`, e.g. workers.sandbox.luma.SANDBOX_API_KEY)."""
+        return f"{self.url}/luma"
+
     def start(self) -> SandboxServer:
         self.service.start()
         wait_for_http(f"{self.url}/_sandbox/health", self.service)
@@ -61,8 +67,8 @@ class SandboxServer:
     ) -> None:
         self.stop()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = httpx.request(method, f"{self.url}{path}", timeout=5, **kwargs)
+    def _request(self, method: str, path: str, *, timeout: float = 5, **kwargs: Any) -> Any:
+        response = httpx.request(method, f"{self.url}{path}", timeout=timeout, **kwargs)
         response.raise_for_status()
         return response.json()
 
@@ -90,14 +96,17 @@ class SandboxServer:
         retry_after: float | None = None,
         latency: float = 0.0,
         body: Any = None,
+        after: int = 0,
     ) -> None:
-        """The next `count` calls (-1: all until cleared) wait `latency` s, then get `status` (0: none)."""
+        """After `after` more calls served normally, the next `count` calls (-1: all until cleared)
+        wait `latency` s, then get `status` (0: none)."""
         fault: dict[str, Any] = {
             "provider": provider,
             "endpoint": endpoint,
             "status": status,
             "count": count,
             "latency": latency,
+            "after": after,
         }
         if retry_after is not None:
             fault["retry_after"] = retry_after
@@ -109,11 +118,44 @@ class SandboxServer:
         self._request("DELETE", "/_sandbox/faults")
 
     def reset(self) -> None:
-        """Clear faults, recorded calls and rate-limit state (between tests). What providers hold
-        (Stripe customers, Mailchimp members, idempotency keys) stays, as at the provider: tests keep
-        apart with ids of their own."""
+        """Clear faults, recorded calls and rate-limit state, and put limits back to the documented
+        ones (between tests). What providers hold (Stripe customers, Mailchimp members, idempotency
+        keys, Slack users, Luma guests) stays, as at the provider: tests keep apart with ids of their
+        own, or seed with `replace=True`."""
         self.clear_faults()
         self._request("DELETE", "/_sandbox/calls")
+        self.reset_rate_limits()
+
+    def forget_calls(self) -> None:
+        """Forget recorded calls and rate-limit buckets only (faults and limits set stay)."""
+        self._request("DELETE", "/_sandbox/calls")
+
+    def call_counts(
+        self, provider: str | None = None, endpoint: str | None = None
+    ) -> dict[str, Any]:
+        """`{"calls": n, "by_endpoint": {name: n}, "by_status": {"200": n, "429": n}}`."""
+        params = {k: v for k, v in (("provider", provider), ("endpoint", endpoint)) if v}
+        counts: dict[str, Any] = self._request("GET", "/_sandbox/calls/count", params=params)
+        return counts
+
+    # rate limits ----------------------------------------------------------------------------------
+
+    def set_rate_limit(self, provider: str, endpoint: str, per_minute: float) -> None:
+        """Change a provider's limit (a Slack method, or "*" for Luma's per-key limit) at run time."""
+        self._request(
+            "POST",
+            "/_sandbox/rate-limits",
+            json={"provider": provider, "endpoint": endpoint, "per_minute": per_minute},
+        )
+
+    def rate_limits(self) -> dict[tuple[str, str], float]:
+        """The per-minute limit of every limited endpoint now, by (provider, endpoint)."""
+        limits = self._request("GET", "/_sandbox/rate-limits")["rate_limits"]
+        return {(limit["provider"], limit["endpoint"]): limit["per_minute"] for limit in limits}
+
+    def reset_rate_limits(self) -> None:
+        """Back to the providers' documented limits."""
+        self._request("DELETE", "/_sandbox/rate-limits")
 
     def concurrency(self, provider: str) -> dict[str, int]:
         """`{"in_flight", "max_in_flight"}`: the most calls to `provider` under one key seen at once."""
@@ -147,6 +189,43 @@ class SandboxServer:
         response.raise_for_status()
         customer: dict[str, Any] = response.json()
         return customer
+
+    # Slack users -----------------------------------------------------------------------------------
+
+    def seed_slack_users(self, users: list[dict[str, Any]], *, replace: bool = False) -> list[str]:
+        """Users the workspace holds: full Slack user objects or `{"email", "deleted"?,
+        "is_restricted"?, "is_ultra_restricted"?, "is_bot"?, "real_name"?}`; returns their ids."""
+        ids: list[str] = self._request(
+            "POST", "/_sandbox/slack/users", json={"users": users, "replace": replace}, timeout=60
+        )["ids"]
+        return ids
+
+    def slack_users(self) -> list[dict[str, Any]]:
+        """Every user the workspace holds, in id order."""
+        users: list[dict[str, Any]] = self._request("GET", "/_sandbox/slack/users", timeout=60)[
+            "users"
+        ]
+        return users
+
+    # Luma -----------------------------------------------------------------------------------------
+
+    def seed_luma_events(
+        self, events: list[dict[str, Any]], *, replace: bool = False
+    ) -> list[dict[str, Any]]:
+        """Events (`{"id"?, "name"?, "start_at"?, "guests": [{"email", "approval_status"?, "name"?}]}`)
+        the calendar holds; returns `[{"id", "guests": [guest ids in the order given]}]`."""
+        created: list[dict[str, Any]] = self._request(
+            "POST", "/_sandbox/luma/events", json={"events": events, "replace": replace}, timeout=60
+        )["events"]
+        return created
+
+    def luma_guests(self, event_id: str | None = None) -> list[dict[str, Any]]:
+        """The event's guests (or every event's) with their current `approval_status`."""
+        params = {"event_id": event_id} if event_id else {}
+        guests: list[dict[str, Any]] = self._request(
+            "GET", "/_sandbox/luma/guests", params=params, timeout=60
+        )["guests"]
+        return guests
 
     # Mailchimp ------------------------------------------------------------------------------------
 

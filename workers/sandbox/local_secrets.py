@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from schemas.settings import Settings
+from workers.sandbox.luma import SANDBOX_API_KEY as LUMA_SANDBOX_KEY
 
 STATE_DIR = Path(".hookfleet")
 SECRETS_FILE = STATE_DIR / "sandbox-secrets.json"
@@ -59,4 +60,6 @@ def sandbox_overrides(settings: Settings, sandbox_url: str) -> dict[str, str]:
         }
     if settings.airtable_api_key is None:
         env |= {"AIRTABLE_API_KEY": "patSandbox", "AIRTABLE_API_BASE": f"{sandbox_url}/airtable"}
+    if settings.luma_api_key is None:
+        env |= {"LUMA_API_KEY": LUMA_SANDBOX_KEY, "LUMA_API_BASE": f"{sandbox_url}/luma"}
     return env

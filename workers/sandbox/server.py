@@ -5,12 +5,15 @@ the request, applies injected faults (latency, then a canned status), runs the h
 call. Hookfleet's outbound clients point here through settings (SLACK_API_BASE = <sandbox>/slack/api/,
 AIRTABLE_API_BASE = <sandbox>/airtable, STRIPE_API_BASE = <sandbox>/stripe, MAILCHIMP_API_BASE =
 <sandbox>/mailchimp/3.0, SENDGRID_API_BASE = <sandbox>/sendgrid). The control API under `/_sandbox/`
-injects faults, lists what was received, reports the most simultaneous calls seen per provider and
-seeds or reads what a provider holds (`POST /_sandbox/airtable/payloads`, `/_sandbox/stripe/...`,
-`/_sandbox/mailchimp/...`).
+injects faults, lists what was received, reports the most simultaneous calls seen per provider, changes
+a provider's per-minute limits at run time (`/_sandbox/rate-limits`, so a benchmark can raise the
+provider's limit and hookfleet's by the same factor) and seeds or reads what a provider holds
+(`POST /_sandbox/airtable/payloads`, `/_sandbox/stripe/...`, `/_sandbox/mailchimp/...`,
+`/_sandbox/slack/users`, `/_sandbox/luma/...`).
 
-Slack and Airtable are played here; Stripe, Mailchimp and SendGrid in their own modules
-(workers.sandbox.stripe, .mailchimp, .sendgrid), which register their endpoints and routes with this one.
+Slack's chat.postMessage and Airtable are played here; Slack's users.list and users.lookupByEmail, Luma,
+Stripe, Mailchimp and SendGrid in their own modules (workers.sandbox.slack_users, .luma, .stripe,
+.mailchimp, .sendgrid), which register their endpoints and routes with this one.
 """
 
 from __future__ import annotations
@@ -103,6 +106,9 @@ class ProviderSpec:
 
 _ENDPOINTS: dict[tuple[str, str], Handler] = {}
 _PROVIDERS: dict[str, ProviderSpec] = {}
+# Per-minute limits a provider documents, by (provider, endpoint or "*" for a limit every endpoint of one
+# key shares); `POST /_sandbox/rate-limits` overrides them per sandbox.
+_RATE_LIMITS: dict[tuple[str, str], float] = {}
 
 
 def register_provider(spec: ProviderSpec) -> ProviderSpec:
@@ -124,9 +130,38 @@ def registered_endpoints() -> list[tuple[str, str]]:
     return sorted(_ENDPOINTS)
 
 
+def declare_rate_limit(provider: str, name: str, per_minute: float) -> None:
+    """The documented per-minute limit of `name` ("*": shared by every endpoint) of `provider`."""
+    _RATE_LIMITS[(provider, name)] = per_minute
+
+
+def declared_rate_limits() -> dict[tuple[str, str], float]:
+    return dict(_RATE_LIMITS)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A per-minute limit as a token bucket: a full bucket holds `burst` calls (the documented limit,
+    or the lower limit set) and refills at `per_minute` / 60 a second. At the documented limit, a
+    bucket that ran dry is full again a minute later; raised by a factor, that minute shrinks by it."""
+
+    per_minute: float
+    burst: int
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60.0
+
+    @property
+    def refill_seconds(self) -> float:
+        """How long an empty bucket takes to fill (Luma's "blocked for the rest of the minute")."""
+        return self.burst / self.per_second
+
+
 @dataclass
 class Fault:
-    """The next `count` calls (-1: all until cleared) wait `latency` s, then get `status` if non-zero."""
+    """After `after` more calls served normally, the next `count` calls (-1: all until cleared) wait
+    `latency` s, then get `status` if non-zero (`after` stages an outage in the middle of a run)."""
 
     provider: str
     endpoint: str
@@ -135,6 +170,7 @@ class Fault:
     retry_after: str | None = None
     latency: float = 0.0
     body: Any = None
+    after: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +181,7 @@ class Fault:
             "retry_after": self.retry_after,
             "latency": self.latency,
             "body": self.body,
+            "after": self.after,
         }
 
 
@@ -168,6 +205,7 @@ class SandboxState:
         self._held: dict[Hashable, Any] = {}
         self._in_flight: dict[Hashable, int] = {}
         self._max_in_flight: dict[Hashable, int] = {}
+        self._rate_limits: dict[tuple[str, str], float] = {}
         self._last_ts_micros = 0
 
     # faults -----------------------------------------------------------------------------------------
@@ -194,6 +232,9 @@ class SandboxState:
             if not queue:
                 return None
             fault = queue[0]
+            if fault.after > 0:  # not yet: this call is served normally
+                fault.after -= 1
+                return None
             if fault.count > 0:
                 fault.count -= 1
                 if fault.count == 0:
@@ -205,6 +246,24 @@ class SandboxState:
     def record(self, call: dict[str, Any]) -> None:
         with self._lock:
             self._calls.append(call)
+
+    def call_counts(self, provider: str | None = None, name: str | None = None) -> dict[str, Any]:
+        """`{"calls": n, "by_endpoint": {name: n}, "by_status": {"200": n, ...}}` without the calls
+        themselves (a benchmark's 50,000 calls are too many to list just to count them)."""
+        by_endpoint: dict[str, int] = {}
+        by_status: dict[str, int] = {}
+        with self._lock:
+            chosen = [
+                call
+                for call in self._calls
+                if (provider is None or call["provider"] == provider)
+                and (name is None or call["endpoint"] == name)
+            ]
+            for call in chosen:
+                by_endpoint[call["endpoint"]] = by_endpoint.get(call["endpoint"], 0) + 1
+                status = str(call["status"])
+                by_status[status] = by_status.get(status, 0) + 1
+        return {"calls": len(chosen), "by_endpoint": by_endpoint, "by_status": by_status}
 
     def calls(self, provider: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
         """Oldest first, in the order the calls were answered (a delayed call lands when it ends)."""
@@ -285,6 +344,48 @@ class SandboxState:
         with self._lock:
             self._buckets[key] = _TokenBucket(1.0 - seconds * per_second, self._clock())
         return seconds
+
+    def quota(self, provider: str, name: str) -> Quota:
+        """The per-minute limit `name` of `provider` has now (documented, unless set at run time)."""
+        documented = _RATE_LIMITS[(provider, name)]
+        with self._lock:
+            per_minute = self._rate_limits.get((provider, name), documented)
+        return Quota(per_minute, max(1, math.floor(min(per_minute, documented))))
+
+    def set_rate_limit(self, provider: str, name: str, per_minute: float) -> Quota:
+        """Change a limit; the buckets it fills start again full (keys begin with (provider, name))."""
+        with self._lock:
+            self._rate_limits[(provider, name)] = per_minute
+            for key in [
+                k for k in self._buckets if isinstance(k, tuple) and k[:2] == (provider, name)
+            ]:
+                del self._buckets[key]
+        return self.quota(provider, name)
+
+    def rate_limits(self) -> list[dict[str, Any]]:
+        """Every declared limit as `{"provider", "endpoint", "per_minute", "documented"}`."""
+        with self._lock:
+            overrides = dict(self._rate_limits)
+        return [
+            {
+                "provider": provider,
+                "endpoint": name,
+                "per_minute": overrides.get((provider, name), documented),
+                "documented": documented,
+            }
+            for (provider, name), documented in sorted(_RATE_LIMITS.items())
+        ]
+
+    def reset_rate_limits(self) -> int:
+        """Back to the documented limits, with full buckets; return how many limits had been changed."""
+        with self._lock:
+            changed = list(self._rate_limits)
+            self._rate_limits.clear()
+            for key in [
+                k for k in self._buckets if isinstance(k, tuple) and tuple(k[:2]) in changed
+            ]:
+                del self._buckets[key]
+            return len(changed)
 
     # provider-held data -----------------------------------------------------------------------------
 
@@ -693,6 +794,9 @@ def _fault_from_json(data: Any) -> Fault | str:
     latency = data.get("latency", 0.0)
     if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
         return "latency must be a non-negative number of seconds"
+    after = data.get("after", 0)
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        return "after must be a non-negative number of calls served normally first"
     retry_after = data.get("retry_after")
     if isinstance(retry_after, bool) or not isinstance(retry_after, int | float | str | None):
         return "retry_after must be a number of seconds"
@@ -706,6 +810,7 @@ def _fault_from_json(data: Any) -> Fault | str:
         retry_after=None if retry_after is None else str(retry_after),
         latency=float(latency),
         body=data.get("body"),
+        after=after,
     )
 
 
@@ -737,6 +842,56 @@ async def _list_calls(request: Request) -> JSONResponse:
 
 async def _reset_calls(request: Request) -> JSONResponse:
     return JSONResponse({"cleared": request.app.state.sandbox.reset_calls()})
+
+
+async def _count_calls(request: Request) -> JSONResponse:
+    """`{"calls", "by_endpoint", "by_status"}` for `?provider=&endpoint=`."""
+    state: SandboxState = request.app.state.sandbox
+    query = request.query_params
+    return JSONResponse(state.call_counts(query.get("provider"), query.get("endpoint")))
+
+
+def _rate_limit_from_json(data: Any) -> tuple[str, str, float] | str:
+    if not isinstance(data, dict):
+        return "expected a JSON object"
+    provider, name, per_minute = data.get("provider"), data.get("endpoint"), data.get("per_minute")
+    if not isinstance(provider, str) or not isinstance(name, str):
+        return "provider and endpoint are required strings"
+    if (provider, name) not in _RATE_LIMITS:
+        known = ", ".join(f"{p}/{e}" for p, e in sorted(_RATE_LIMITS))
+        return f"no rate limit {provider}/{name}; known: {known}"
+    if (
+        not isinstance(per_minute, int | float)
+        or isinstance(per_minute, bool)
+        or not math.isfinite(per_minute)
+        or per_minute <= 0
+    ):
+        return "per_minute must be a positive number"
+    return provider, name, float(per_minute)
+
+
+async def _set_rate_limit(request: Request) -> JSONResponse:
+    """`{"provider", "endpoint", "per_minute"}`: the limit until changed again or reset."""
+    try:
+        data = await request.json()
+    except ValueError:
+        return _bad_request("body must be JSON")
+    parsed = _rate_limit_from_json(data)
+    if isinstance(parsed, str):
+        return _bad_request(parsed)
+    provider, name, per_minute = parsed
+    state: SandboxState = request.app.state.sandbox
+    quota = state.set_rate_limit(provider, name, per_minute)
+    body = {"provider": provider, "endpoint": name, "per_minute": quota.per_minute}
+    return JSONResponse({**body, "burst": quota.burst})
+
+
+async def _list_rate_limits(request: Request) -> JSONResponse:
+    return JSONResponse({"rate_limits": request.app.state.sandbox.rate_limits()})
+
+
+async def _reset_rate_limits(request: Request) -> JSONResponse:
+    return JSONResponse({"reset": request.app.state.sandbox.reset_rate_limits()})
 
 
 async def _concurrency(request: Request) -> JSONResponse:
@@ -794,7 +949,11 @@ def create_sandbox_app() -> Starlette:
             Route("/_sandbox/faults", _clear_faults, methods=["DELETE"]),
             Route("/_sandbox/calls", _list_calls, methods=["GET"]),
             Route("/_sandbox/calls", _reset_calls, methods=["DELETE"]),
+            Route("/_sandbox/calls/count", _count_calls, methods=["GET"]),
             Route("/_sandbox/concurrency", _concurrency, methods=["GET"]),
+            Route("/_sandbox/rate-limits", _set_rate_limit, methods=["POST"]),
+            Route("/_sandbox/rate-limits", _list_rate_limits, methods=["GET"]),
+            Route("/_sandbox/rate-limits", _reset_rate_limits, methods=["DELETE"]),
             Route("/_sandbox/airtable/payloads", _seed_airtable_payloads, methods=["POST"]),
             Route("/slack/api/{method}", _slack_route, methods=["GET", "POST"]),
             Route(
@@ -815,9 +974,9 @@ def create_sandbox_app() -> Starlette:
 
 
 def _provider_module_routes() -> list[BaseRoute]:
-    return [*stripe.ROUTES, *mailchimp.ROUTES, *sendgrid.ROUTES]
+    return [*stripe.ROUTES, *mailchimp.ROUTES, *sendgrid.ROUTES, *slack_users.ROUTES, *luma.ROUTES]
 
 
 # The providers played in modules of their own register their endpoints when imported; they import this
 # module's shapes, so they come last.
-from workers.sandbox import mailchimp, sendgrid, stripe  # noqa: E402
+from workers.sandbox import luma, mailchimp, sendgrid, slack_users, stripe  # noqa: E402

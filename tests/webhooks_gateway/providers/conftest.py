@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from schemas.tables import WebhookEvent
+from schemas.tables import InboxStatus, WebhookEvent
 from tests.support.processes import (
     Service,
     free_port,
@@ -40,7 +40,11 @@ class Gateway:
         method: str = "POST",
         path_suffix: str = "",
     ) -> httpx.Response:
-        return httpx.request(
+        """Deliver, and once accepted wait for the relay to publish, as the fleet would see it.
+
+        The gateway answers after the commit and publishes afterwards (webhooks_gateway.relay).
+        """
+        response = httpx.request(
             method,
             f"{self.url}/webhooks/{provider}{path_suffix}",
             content=content,
@@ -48,6 +52,20 @@ class Gateway:
             params=params,
             timeout=10,
         )
+        accepted = response.status_code == 200 and "inbox_ids" in response.text
+        if accepted:
+            self.wait_relayed(response.json()["inbox_ids"])
+        return response
+
+    def wait_relayed(self, inbox_ids: list[int]) -> None:
+        def relayed() -> bool:
+            with Session(self.engine) as session:
+                statuses = session.scalars(
+                    select(WebhookEvent.status).where(WebhookEvent.id.in_(inbox_ids))
+                )
+                return InboxStatus.RECEIVED not in set(statuses)
+
+        wait_until(relayed, interval=0.01, what=f"the relay to publish inbox rows {inbox_ids}")
 
     def rows(self, provider: str, event_id: str | None = None) -> list[WebhookEvent]:
         """Inbox rows of `provider` (one event id, or all)."""
