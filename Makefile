@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/hookfleet run
 
+# Two pytest processes, a test file each (their fleets, databases and ports are their own): the
+# integration tests mostly wait on processes, so two share the 2 cores well.
 test: $(STAMP) lint
 	bash tests/support/ensure-services.sh
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

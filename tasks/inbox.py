@@ -42,5 +42,8 @@ def finish(session: Session, inbox_id: int, task_name: str) -> None:
 
 def finished_handlers(session: Session, inbox_id: int) -> set[str]:
     prefix = handled_key(inbox_id, "")
-    keys = session.scalars(select(Effect.key).where(Effect.key.startswith(prefix)))
+    # By inbox_id first (indexed): a LIKE prefix cannot use the key's index under most collations.
+    keys = session.scalars(
+        select(Effect.key).where(Effect.inbox_id == inbox_id, Effect.key.startswith(prefix))
+    )
     return {key.removeprefix(prefix) for key in keys}

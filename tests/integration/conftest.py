@@ -55,7 +55,10 @@ def fleet_env(
         "RETRY_BACKOFF_SECONDS": "0.5",
         "ALERT_WINDOW_SECONDS": "1",
         "INBOX_SWEEP_EVERY_SECONDS": "2",
-        "INBOX_RECEIVED_STALE_SECONDS": "2",
+        # Longer than any test leaves a row `received` on purpose: the session fleet's sweep must not
+        # publish rows that in-process tests on the same database are working on. The fault test
+        # of the sweep shortens it.
+        "INBOX_RECEIVED_STALE_SECONDS": "30",
         "INBOX_ENQUEUED_STALE_SECONDS": "120",
         "DEACTIVATION_SWEEP_EVERY_SECONDS": "2",
         "SLACK_BOT_TOKEN": "xoxb-hookfleet-test",

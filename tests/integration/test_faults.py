@@ -1,11 +1,13 @@
 """Proof under faults: a worker SIGKILLed mid-call, Redis restarted under a backlog, Redis down while
-webhooks arrive. Each test runs a fleet of its own on a private Redis, so nothing else is disturbed."""
+webhooks arrive. Each test runs a fleet of its own on a private Redis and on a database of this
+module's own, so nothing else is disturbed and no other fleet's inbox sweep takes these rows."""
 
 from __future__ import annotations
 
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,11 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from schemas.db import make_engine
 from schemas.tables import AuditEntry, Effect, WebhookEvent
+from tests.conftest import make_settings
 from tests.integration.conftest import redis_answers, redis_url_of, running_fleet, start_redis
+from tests.support.databases import migrated_database
 from tests.support.processes import redis_service, wait_until
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer
@@ -30,6 +35,23 @@ SHORT_VISIBILITY = {
     "BROKER_UNACKED_RESTORE_INTERVAL": "1",
     "BROKER_UNACKED_RESTORE_THROTTLE": "1",
 }
+
+
+@pytest.fixture(scope="module")
+def database_url(services: None) -> Iterator[str]:
+    with migrated_database("hookfleet_faults") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(make_settings(database_url=database_url))
+    yield engine
+    engine.dispose()
+
+
+# Rows stored while the broker was down are published by the sweep two seconds later.
+SWEEP_SOON = {"INBOX_RECEIVED_STALE_SECONDS": "2"}
 
 
 def _statuses(engine: Engine, event_ids: list[str]) -> Counter[str]:
@@ -146,7 +168,9 @@ def test_webhooks_received_while_redis_is_down_are_all_processed_once_by_the_swe
 ) -> None:
     redis = start_redis(tmp_path)
     try:
-        with running_fleet(database_url, redis_url_of(redis), tmp_path, beat=True) as fleet:
+        with running_fleet(
+            database_url, redis_url_of(redis), tmp_path, beat=True, overrides=SWEEP_SOON
+        ) as fleet:
             redis.stop()
             events = [
                 StripeCustomer.new().event("checkout.session.completed", created=T0)

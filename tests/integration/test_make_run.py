@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import redis_url_of
-from tests.support.processes import Service, free_port, hookfleet, wait_until
+from tests.integration.conftest import redis_url_of, start_redis
+from tests.support.processes import free_port, hookfleet, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,10 @@ def _active_members(database: Path) -> list[tuple[str, str]]:
 
 
 def test_fleet_starts_on_sqlite_announces_itself_and_processes_a_sent_event(
-    redis: Service, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
+    # A Redis of its own: on the session fleet's, that fleet's workers would take these tasks.
+    redis = start_redis(tmp_path)
     gateway_port, flower_port, sandbox_port = free_port(), free_port(), free_port()
     env = {
         **{
@@ -67,7 +69,7 @@ def test_fleet_starts_on_sqlite_announces_itself_and_processes_a_sent_event(
             )
 
         wait_until(fleet_up, timeout=60, interval=0.5, what="gateway, Flower and the sandbox")
-        first_lines = output.read_text().splitlines()[:8]
+        first_lines = output.read_text().splitlines()[:12]
         assert first_lines[0].startswith(f"hookfleet gateway  http://127.0.0.1:{gateway_port}")
         assert any("sandbox mode" in line for line in first_lines)
 
@@ -95,6 +97,7 @@ def test_fleet_starts_on_sqlite_announces_itself_and_processes_a_sent_event(
             os.killpg(fleet.pid, signal.SIGTERM)
             fleet.wait(30)
         log.close()
+        redis.stop()
 
 
 def _answers(url: str) -> bool:

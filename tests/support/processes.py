@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,10 +22,20 @@ STARTUP_TIMEOUT_SECONDS = 30.0
 ROOT = Path(__file__).parents[2]
 
 
+# Below Linux's ephemeral range (32768-60999), picked at random: a port a test has just freed (a
+# Redis it stopped, to start again on the same port) is not handed to another test running beside it.
+PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    while True:
+        port = random.randrange(*PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def answers(port: int, host: str = "127.0.0.1") -> bool:

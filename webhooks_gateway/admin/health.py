@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from schemas.settings import Settings
 from schemas.tables import InboxStatus, JobRun, WebhookEvent
-from workers.jobs import JOBS
 from webhooks_gateway.providers import PROVIDERS
+from workers.jobs import JOBS
 from workers.logging import get_logger
 from workers.provider_calls import ProviderCallStats, recent_provider_calls
 
