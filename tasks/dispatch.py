@@ -183,13 +183,25 @@ def next_step(session: Session, inbox_id: int) -> str | None:
     return remaining[0] if remaining else None
 
 
+def finish_step(session: Session, inbox_id: int, task_name: str) -> str | None:
+    """Mark `task_name` finished in the caller's transaction (with the change it made, so the two
+    commit together); return the step to send once that transaction has committed."""
+    inbox.finish(session, inbox_id, task_name)
+    return next_step(session, inbox_id)
+
+
+def send_step(inbox_id: int, step: str | None) -> None:
+    """Send the step `finish_step` returned; only after its transaction committed."""
+    if step is not None:
+        app.send_task(step, args=[inbox_id])
+
+
 def step_done(inbox_id: int, task_name: str) -> str | None:
-    """Mark `task_name` finished for the event and send the next step (after the commit)."""
+    """Mark `task_name` finished for the event and send the next step (after the commit); for steps
+    whose work is a call to a provider, done outside any transaction."""
     with session_scope(runtime.sessions()) as session:
-        inbox.finish(session, inbox_id, task_name)
-        following = next_step(session, inbox_id)
-    if following is not None:
-        app.send_task(following, args=[inbox_id])
+        following = finish_step(session, inbox_id, task_name)
+    send_step(inbox_id, following)
     return following
 
 

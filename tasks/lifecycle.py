@@ -21,7 +21,7 @@ from schemas.settings import Settings
 from schemas.stripe_events import CheckoutSession, Invoice, StripeEvent, Subscription, from_unix
 from schemas.tables import Member, Membership, utcnow
 from tasks import inbox
-from tasks.dispatch import step_done
+from tasks.dispatch import finish_step, send_step
 from tasks.membership_states import Status, from_stripe_subscription, is_allowed, is_stale
 from workers import runtime
 from workers.audit import audit
@@ -418,8 +418,9 @@ def run_clerk_step(inbox_id: int, task_name: str, handler: ClerkHandler) -> str:
         event = ClerkEvent.model_validate_json(inbox.get(session, inbox_id).body)
         user = ClerkUser.model_validate(event.data)
         outcome = handler(session, user, _clerk_time(event, event.data), inbox_id)
+        following = finish_step(session, inbox_id, task_name)
     log.info("lifecycle.clerk", outcome=outcome)
-    step_done(inbox_id, task_name)
+    send_step(inbox_id, following)
     return outcome
 
 
@@ -464,13 +465,15 @@ def end_due_memberships(session: Session, now: datetime) -> list[int]:
 
 
 def run_handler(inbox_id: int, task_name: str, handler: Handler) -> str:
-    """Apply the change, then hand the event to its next step (a repeat is `already_applied`)."""
+    """Apply the change and mark the step finished in one transaction, then hand the event to its
+    next step (a repeat is `already_applied`)."""
     with session_scope(runtime.sessions()) as session:
         row = inbox.get(session, inbox_id)
         outcome = handler(
             session, StripeEvent.model_validate_json(row.body), inbox_id, runtime.settings()
         )
-    step_done(inbox_id, task_name)
+        following = finish_step(session, inbox_id, task_name)
+    send_step(inbox_id, following)
     return outcome
 
 

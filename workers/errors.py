@@ -13,7 +13,7 @@ import kombu.exceptions
 import redis
 import requests
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 # HTTP statuses a provider answers when trying again later can succeed.
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -73,6 +73,19 @@ def classify(exc: BaseException) -> TransientError | PermanentError:
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
         return TransientError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, IntegrityError) and _unique_violation(exc):
+        # Two first events of one customer, run at once, both create its member: the loser's retry
+        # finds the winner's row.
+        return TransientError(f"concurrent write won a race: {exc.orig}")
     if isinstance(exc, ValidationError):
         return PermanentError(f"invalid payload: {exc.error_count()} validation errors")
     return PermanentError(f"{type(exc).__name__}: {exc}")
+
+
+def _unique_violation(exc: IntegrityError) -> bool:
+    """PostgreSQL's 23505, or SQLite's UNIQUE constraint."""
+    orig = exc.orig
+    return (
+        getattr(orig, "sqlstate", None) == "23505"
+        or getattr(orig, "sqlite_errorname", None) == "SQLITE_CONSTRAINT_UNIQUE"
+    )

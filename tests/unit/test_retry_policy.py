@@ -6,10 +6,11 @@ from itertools import pairwise
 
 import httpx
 import kombu.exceptions
+import psycopg.errors
 import pytest
 import redis
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from workers.base_task import backoff_seconds
 from workers.errors import (
@@ -54,6 +55,16 @@ def _validation_error() -> ValidationError:
 )
 def test_transport_and_database_outages_are_transient(exc: Exception) -> None:
     assert isinstance(classify(exc), TransientError)
+
+
+def test_a_unique_violation_from_a_concurrent_writer_is_transient_other_integrity_errors_are_not() -> (
+    None
+):
+    duplicate = psycopg.errors.UniqueViolation("duplicate key value violates unique constraint")
+    missing = psycopg.errors.NotNullViolation("null value in column violates not-null constraint")
+
+    assert isinstance(classify(IntegrityError("INSERT", {}, duplicate)), TransientError)
+    assert isinstance(classify(IntegrityError("INSERT", {}, missing)), PermanentError)
 
 
 @pytest.mark.parametrize(
