@@ -205,11 +205,24 @@ def step_done(inbox_id: int, task_name: str) -> str | None:
     return following
 
 
+# Lifecycle steps change only our database: when one comes first, process_event runs it itself
+# instead of sending it, a broker hop and a task start fewer per event. A failure there retries or
+# dead-letters process_event, whose next run resumes the pipeline at that same step.
+INLINE_FIRST_STEPS = frozenset(
+    step
+    for pipeline in DISPATCH.values()
+    for step in pipeline
+    if step.startswith("tasks.lifecycle.")
+)
+
+
 @app.task(name="tasks.dispatch.process_event", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def process_event(inbox_id: int) -> list[str]:
     with session_scope(runtime.sessions()) as session:
         steps = route_event(session, inbox_id)
-    # Sent after commit; a redelivered process_event sends it again, and every step is idempotent.
-    if steps:
+    # After the commit; a redelivered process_event does it again, and every step is idempotent.
+    if steps and steps[0] in INLINE_FIRST_STEPS:
+        app.tasks[steps[0]].run(inbox_id)  # commits, then sends the step after it
+    elif steps:
         app.send_task(steps[0], args=[inbox_id])
     return list(steps)
