@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -114,12 +114,18 @@ class Relay:
     async def _mark_enqueued(self, inbox_ids: list[int]) -> None:
         try:
             async with self._engine.begin() as connection:
+                # A worker may have taken the message and moved the row on already: its status
+                # stays, but when it went to the broker is recorded all the same.
                 await connection.execute(
                     update(WebhookEvent)
-                    .where(
-                        WebhookEvent.id.in_(inbox_ids), WebhookEvent.status == InboxStatus.RECEIVED
+                    .where(WebhookEvent.id.in_(inbox_ids), WebhookEvent.enqueued_at.is_(None))
+                    .values(
+                        status=case(
+                            (WebhookEvent.status == InboxStatus.RECEIVED, InboxStatus.ENQUEUED),
+                            else_=WebhookEvent.status,
+                        ),
+                        enqueued_at=utcnow(),
                     )
-                    .values(status=InboxStatus.ENQUEUED, enqueued_at=utcnow())
                 )
         except (SQLAlchemyError, OSError) as exc:
             # Published already; the sweep may publish them again, which processing tolerates.

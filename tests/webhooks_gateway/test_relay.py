@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis as redis_client
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from schemas.db import make_async_engine
@@ -86,6 +86,29 @@ def test_committed_rows_are_published_in_batches_once_each_and_marked_enqueued(
     assert len(broker.batches) < len(ids)
     rows = _rows(pg_engine, ids)
     assert {row.status for row in rows} == {InboxStatus.ENQUEUED}
+    assert all(row.enqueued_at is not None for row in rows)
+
+
+def test_a_row_a_worker_finished_before_the_relay_marked_it_keeps_its_status_and_gets_its_time(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    class FastWorker(Broker):
+        """Publishes, and a worker processes each row before the relay's mark lands."""
+
+        async def __call__(self, inbox_ids: Sequence[int]) -> Sequence[int]:
+            published = await super().__call__(inbox_ids)
+            with Session(pg_engine) as session, session.begin():
+                session.execute(
+                    update(WebhookEvent)
+                    .where(WebhookEvent.id.in_(published))
+                    .values(status=InboxStatus.PROCESSED)
+                )
+            return published
+
+    ids = _deliver(pg_settings, FastWorker(), 12)
+
+    rows = _rows(pg_engine, ids)
+    assert {row.status for row in rows} == {InboxStatus.PROCESSED}
     assert all(row.enqueued_at is not None for row in rows)
 
 
