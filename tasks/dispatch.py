@@ -13,9 +13,11 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from schemas.db import session_scope
+from schemas.settings import Settings
 from schemas.stripe_events import StripeEvent
 from schemas.tables import InboxStatus, utcnow
 from tasks import inbox
+from tasks.clients import configured, not_configured
 from workers import runtime
 from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask
 from workers.celery_app import app
@@ -145,6 +147,18 @@ IGNORED = frozenset((provider, t) for provider, types in IGNORED_TYPES.items() f
 # The envelope a provider's body must parse into before anything runs on it (where we act on it).
 ENVELOPES: dict[str, type[BaseModel]] = {"stripe": StripeEvent}
 
+# Steps whose whole work is a call to one provider: where the platform does not use that provider
+# (its key is unset), the step is marked finished without sending a task for it.
+STEP_SERVICES: dict[str, str] = {
+    MAILCHIMP_SYNC: "mailchimp",
+    "tasks.member_sync.change_mailchimp_email": "mailchimp",
+    "tasks.member_sync.remove_from_mailchimp": "mailchimp",
+    "tasks.member_sync.update_stripe_customer_email": "stripe",
+    "tasks.notification.send_welcome_email": "sendgrid",
+    "tasks.notification.email_payment_failed": "sendgrid",
+    "tasks.notification.announce_payment_failed": "slack",
+}
+
 
 def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
     """Validate the stored body and return the steps still to run, in order; none when done."""
@@ -183,11 +197,25 @@ def next_step(session: Session, inbox_id: int) -> str | None:
     return remaining[0] if remaining else None
 
 
+def skip_unused(
+    session: Session, inbox_id: int, step: str | None, settings: Settings
+) -> str | None:
+    """`step`, or the first step from it on whose provider the platform uses: the steps before it
+    are marked finished without a task (each would only have said `not_configured`)."""
+    while step is not None and (service := STEP_SERVICES.get(step)) is not None:
+        if configured(service, settings):
+            break
+        not_configured(service)
+        inbox.finish(session, inbox_id, step)
+        step = next_step(session, inbox_id)
+    return step
+
+
 def finish_step(session: Session, inbox_id: int, task_name: str) -> str | None:
     """Mark `task_name` finished in the caller's transaction (with the change it made, so the two
     commit together); return the step to send once that transaction has committed."""
     inbox.finish(session, inbox_id, task_name)
-    return next_step(session, inbox_id)
+    return skip_unused(session, inbox_id, next_step(session, inbox_id), runtime.settings())
 
 
 def send_step(inbox_id: int, step: str | None) -> None:
@@ -220,9 +248,10 @@ INLINE_FIRST_STEPS = frozenset(
 def process_event(inbox_id: int) -> list[str]:
     with session_scope(runtime.sessions()) as session:
         steps = route_event(session, inbox_id)
+        first = skip_unused(session, inbox_id, steps[0], runtime.settings()) if steps else None
     # After the commit; a redelivered process_event does it again, and every step is idempotent.
-    if steps and steps[0] in INLINE_FIRST_STEPS:
-        app.tasks[steps[0]].run(inbox_id)  # commits, then sends the step after it
-    elif steps:
-        app.send_task(steps[0], args=[inbox_id])
+    if first in INLINE_FIRST_STEPS:
+        app.tasks[first].run(inbox_id)  # commits, then sends the step after it
+    else:
+        send_step(inbox_id, first)
     return list(steps)

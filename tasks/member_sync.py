@@ -17,7 +17,7 @@ from schemas.db import session_scope
 from schemas.settings import Settings
 from schemas.tables import Member, Membership
 from tasks import inbox
-from tasks.clients import not_configured
+from tasks.clients import configured, not_configured
 from tasks.clients.mailchimp import MailchimpClient
 from tasks.clients.stripe import StripeApi
 from tasks.dispatch import step_done
@@ -111,7 +111,7 @@ def _mailchimp() -> MailchimpClient:
     name="tasks.member_sync.sync_mailchimp_for_event", base=GatewayTask, **PROVIDER_CALL_TASK_LIMITS
 )
 def sync_mailchimp_for_event(inbox_id: int) -> str:
-    if runtime.settings().mailchimp_api_key is None:
+    if not configured("mailchimp", runtime.settings()):
         outcome = not_configured("mailchimp")
     else:
         with session_scope(runtime.sessions()) as session, _mailchimp() as client:
@@ -131,7 +131,7 @@ class _MemberTask(GatewayTask):
     name="tasks.member_sync.sync_mailchimp_member", base=_MemberTask, **PROVIDER_CALL_TASK_LIMITS
 )
 def sync_mailchimp_member(member_id: int) -> str:
-    if runtime.settings().mailchimp_api_key is None:
+    if not configured("mailchimp", runtime.settings()):
         return not_configured("mailchimp")
     with session_scope(runtime.sessions()) as session, _mailchimp() as client:
         return sync_member_to_mailchimp(session, member_id, client)
@@ -141,7 +141,7 @@ def sync_mailchimp_member(member_id: int) -> str:
     name="tasks.member_sync.change_mailchimp_email", base=GatewayTask, **PROVIDER_CALL_TASK_LIMITS
 )
 def change_mailchimp_email_task(inbox_id: int) -> str:
-    if runtime.settings().mailchimp_api_key is None:
+    if not configured("mailchimp", runtime.settings()):
         outcome = not_configured("mailchimp")
     else:
         with session_scope(runtime.sessions()) as session, _mailchimp() as client:
@@ -156,7 +156,7 @@ def change_mailchimp_email_task(inbox_id: int) -> str:
     **PROVIDER_CALL_TASK_LIMITS,
 )
 def update_stripe_customer_email_task(inbox_id: int) -> str:
-    if runtime.settings().stripe_secret_key is None:
+    if not configured("stripe", runtime.settings()):
         outcome = not_configured("stripe")
     else:
         with session_scope(runtime.sessions()) as session:
@@ -169,7 +169,7 @@ def update_stripe_customer_email_task(inbox_id: int) -> str:
     name="tasks.member_sync.remove_from_mailchimp", base=GatewayTask, **PROVIDER_CALL_TASK_LIMITS
 )
 def remove_from_mailchimp_task(inbox_id: int) -> str:
-    if runtime.settings().mailchimp_api_key is None:
+    if not configured("mailchimp", runtime.settings()):
         outcome = not_configured("mailchimp")
     else:
         with session_scope(runtime.sessions()) as session, _mailchimp() as client:

@@ -11,7 +11,7 @@ from schemas.db import session_scope
 from schemas.stripe_events import Invoice, StripeEvent
 from schemas.tables import DeadLetter, utcnow
 from tasks import inbox
-from tasks.clients import not_configured
+from tasks.clients import configured, not_configured
 from tasks.clients.sendgrid import SendGridClient
 from tasks.clients.slack import SlackClient
 from tasks.dispatch import step_done
@@ -53,7 +53,7 @@ class _NoInboxTask(GatewayTask):
 def alert_dead_letters() -> int:
     # Cleared first, so a dead letter written while this runs schedules the next alert.
     runtime.redis().delete(ALERT_PENDING_KEY)
-    if runtime.settings().slack_bot_token is None:
+    if not configured("slack", runtime.settings()):
         not_configured("slack")  # the dead letters stay listed, unalerted, for `hookfleet dlq`
         return 0
     with session_scope(runtime.sessions()) as session:
@@ -102,7 +102,7 @@ def announce_payment_failed(inbox_id: int) -> str:
         f":warning: Payment failed for {invoice.customer_email or invoice.customer} "
         f"(invoice {invoice.id}); Stripe will retry the card."
     )
-    if settings.slack_bot_token is None:
+    if not configured("slack", settings):
         outcome = not_configured("slack")
     else:
         with _once(f"slack:payment_failed:{invoice.id}", inbox_id, announce_payment_failed) as go:
@@ -131,7 +131,7 @@ def email_payment_failed(inbox_id: int) -> str:
         member = member_for_event(session, inbox.get(session, inbox_id))
         to_email = (member.email if member else None) or invoice.customer_email
         name = member.name if member else None
-    if settings.sendgrid_api_key is None:
+    if not configured("sendgrid", settings):
         outcome = not_configured("sendgrid")
     elif not to_email:
         outcome = "no_address"
@@ -167,7 +167,7 @@ def send_welcome_email(inbox_id: int) -> str:
         recipient = None
         if member and member.email and membership and membership.status in WELCOMED:
             recipient = (member.id, member.email, member.name, membership.tier)
-    if settings.sendgrid_api_key is None:
+    if not configured("sendgrid", settings):
         outcome = not_configured("sendgrid")
     elif recipient is None:
         outcome = "not_active"

@@ -38,9 +38,6 @@ def job_env(sandbox: SandboxServer) -> dict[str, str]:
         "SLACK_TIER2_PER_MINUTE": str(FAST),
         "SLACK_TIER3_PER_MINUTE": str(FAST),
         "JOB_CALL_ATTEMPTS": "3",
-        # Nothing scheduled fires while these tests run.
-        "LUMA_APPROVAL_SCHEDULE": "0 0 1 1 *",
-        "SLACK_SYNC_SCHEDULE": "0 0 1 1 *",
     }
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.orm import Session
 
 from schemas.tables import InboxStatus, WebhookEvent
-from tasks.dispatch import DISPATCH, next_step, route_event
+from tasks.clients import SERVICE_KEYS
+from tasks.dispatch import DISPATCH, STEP_SERVICES, next_step, route_event, skip_unused
 from tasks.inbox import InboxRowMissingError, finish
+from tests.conftest import make_settings
 from tests.support.stripe_fixtures import StripeCustomer, body_of
 from workers.effects import mark_handled
 
@@ -78,6 +80,42 @@ def test_the_next_step_is_the_first_unfinished_one_in_pipeline_order(db_session:
     for step in steps[1:]:
         finish(db_session, row.id, step)
     assert next_step(db_session, row.id) is None
+
+
+def test_steps_of_a_provider_the_platform_does_not_use_are_finished_without_a_task(
+    db_session: Session,
+) -> None:
+    row = _stored(db_session, "checkout.session.completed")
+    lifecycle, mailchimp, welcome = route_event(db_session, row.id)
+    finish(db_session, row.id, lifecycle)
+    no_mailchimp = make_settings(sendgrid_api_key=SecretStr("SG.key"))
+
+    assert skip_unused(db_session, row.id, mailchimp, no_mailchimp) == welcome
+    assert next_step(db_session, row.id) == welcome
+    assert row.status == InboxStatus.DISPATCHED
+    assert skip_unused(db_session, row.id, welcome, make_settings()) is None
+    db_session.refresh(row)
+    assert row.status == InboxStatus.PROCESSED
+
+
+def test_a_step_of_a_provider_in_use_is_kept(db_session: Session) -> None:
+    row = _stored(db_session, "invoice.payment_failed")
+    lifecycle, email, _ = route_event(db_session, row.id)
+    everything = make_settings(
+        sendgrid_api_key=SecretStr("SG.key"), slack_bot_token=SecretStr("xoxb-1")
+    )
+
+    assert skip_unused(db_session, row.id, lifecycle, make_settings()) == lifecycle
+    assert skip_unused(db_session, row.id, email, everything) == email
+    assert next_step(db_session, row.id) == lifecycle
+
+
+def test_every_step_named_for_a_provider_is_a_pipeline_step_of_a_known_provider() -> None:
+    steps = {step for pipeline in DISPATCH.values() for step in pipeline}
+
+    assert set(STEP_SERVICES) <= steps
+    assert set(STEP_SERVICES.values()) <= set(SERVICE_KEYS)
+    assert not any(step.startswith("tasks.lifecycle.") for step in STEP_SERVICES)
 
 
 def test_event_type_without_handler_is_marked_ignored(db_session: Session) -> None:
