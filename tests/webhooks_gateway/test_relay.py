@@ -75,6 +75,19 @@ def _rows(pg_engine: Engine, ids: list[int]) -> list[WebhookEvent]:
         return list(session.scalars(select(WebhookEvent).where(WebhookEvent.id.in_(ids))))
 
 
+def _swept_a_minute_later(session: Session) -> list[int]:
+    """What the inbox sweep publishes 61 s from now (received rows older than 60 s)."""
+    swept: list[int] = []
+    requeue_stuck(
+        session,
+        swept.append,
+        utcnow() + timedelta(seconds=61),
+        received_after=timedelta(seconds=60),
+        enqueued_after=timedelta(hours=1),
+    )
+    return swept
+
+
 def test_committed_rows_are_published_in_batches_once_each_and_marked_enqueued(
     pg_settings: Settings, pg_engine: Engine
 ) -> None:
@@ -127,16 +140,7 @@ def test_rows_the_broker_did_not_take_stay_received_and_the_sweep_publishes_them
     ids = _deliver(pg_settings, Broker(up=False), 10)
     assert {row.status for row in _rows(pg_engine, ids)} == {InboxStatus.RECEIVED}
 
-    swept: list[int] = []
-    requeue_stuck(
-        db_session,
-        swept.append,
-        utcnow() + timedelta(seconds=61),
-        received_after=timedelta(seconds=60),
-        enqueued_after=timedelta(hours=1),
-    )
-
-    assert set(ids) <= set(swept)
+    assert set(ids) <= set(_swept_a_minute_later(db_session))
 
 
 def test_a_gateway_that_dies_between_commit_and_publish_leaves_its_rows_to_the_sweep(
@@ -148,15 +152,7 @@ def test_a_gateway_that_dies_between_commit_and_publish_leaves_its_rows_to_the_s
 
     assert broker.published == []
     assert {row.status for row in _rows(pg_engine, ids)} == {InboxStatus.RECEIVED}
-    swept: list[int] = []
-    requeue_stuck(
-        db_session,
-        swept.append,
-        utcnow() + timedelta(seconds=61),
-        received_after=timedelta(seconds=60),
-        enqueued_after=timedelta(hours=1),
-    )
-    assert set(ids) <= set(swept)
+    assert set(ids) <= set(_swept_a_minute_later(db_session))
 
 
 def test_ids_over_the_backlog_bound_are_left_received_for_the_sweep(
