@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from schemas.db import make_engine
 from schemas.settings import Settings
 from tests.support.databases import migrated_database
+from tests.support.sandbox import SandboxServer
 
 ROOT = Path(__file__).parents[1]
 STRIPE_SECRET = "whsec_test_current_4eC39HqLyjWDarjtT1zdp7dc"
@@ -68,3 +69,11 @@ def db_session(pg_engine: Engine) -> Iterator[Session]:
         finally:
             session.close()
             transaction.rollback()
+
+
+@pytest.fixture
+def clean_sandbox(sandbox: SandboxServer) -> Iterator[SandboxServer]:
+    """The `sandbox` of the requesting test's scope, emptied of records and faults before and after."""
+    sandbox.reset()
+    yield sandbox
+    sandbox.reset()

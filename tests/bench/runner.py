@@ -38,6 +38,7 @@ from tests.support.processes import (
     free_port,
     gateway_service,
     redis_service,
+    redis_url_of,
     wait_for_http,
     wait_until,
 )
@@ -696,8 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_svc = redis_service(free_port(), workdir)
         redis_svc.start()
         stack.callback(redis_svc.stop)
-        redis_port = redis_svc.argv[redis_svc.argv.index("--port") + 1]
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        redis_url = redis_url_of(redis_svc)
         redis = redis_client.Redis.from_url(redis_url)
         stack.callback(redis.close)
         wait_until(lambda: _pings(redis), what="private redis-server")

@@ -23,7 +23,7 @@ from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwrigh
 
 from tests.conftest import ROOT
 from tests.integration.conftest import Fleet, running_fleet, start_redis
-from tests.support.processes import Service, hookfleet
+from tests.support.processes import Service, hookfleet, redis_url_of
 from tests.support.sandbox import SandboxServer
 
 pytestmark = pytest.mark.integration
@@ -169,22 +169,14 @@ def fleet(
 ) -> Iterator[Fleet]:
     """Gateway and worker processes (no beat: nothing here is scheduled); started only once
     Chromium is known to be there, so a skip costs no processes."""
-    port = fleet_redis.argv[fleet_redis.argv.index("--port") + 1]
     with running_fleet(
         database_url,
-        f"redis://127.0.0.1:{port}/0",
+        redis_url_of(fleet_redis),
         browser_dir / "fleet",
         sandbox,
         overrides={"ADMIN_SESSION_SECRET": SESSION_SECRET},
     ) as running:
         yield running
-
-
-@pytest.fixture
-def clean_sandbox(sandbox: SandboxServer) -> Iterator[SandboxServer]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
 
 
 @dataclass(frozen=True)

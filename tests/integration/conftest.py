@@ -24,6 +24,7 @@ from tests.support.processes import (
     free_port,
     gateway_service,
     redis_service,
+    redis_url_of,
     wait_for_http,
     wait_for_worker,
     wait_until,
@@ -123,11 +124,6 @@ def redis_answers(service: Service) -> bool:
         return False
 
 
-def redis_url_of(service: Service) -> str:
-    port = service.argv[service.argv.index("--port") + 1]
-    return f"redis://127.0.0.1:{port}/0"
-
-
 @contextmanager
 def running_fleet(
     database_url: str,
@@ -187,10 +183,3 @@ def fleet(
         database_url, redis_url_of(redis), fleet_dir / "shared", sandbox, beat=True
     ) as running:
         yield running
-
-
-@pytest.fixture
-def clean_sandbox(sandbox: SandboxServer) -> Iterator[SandboxServer]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()

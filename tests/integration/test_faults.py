@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from schemas.db import make_engine
 from schemas.tables import AuditEntry, Effect, WebhookEvent
 from tests.conftest import make_settings
-from tests.integration.conftest import redis_answers, redis_url_of, running_fleet, start_redis
+from tests.integration.conftest import redis_answers, running_fleet, start_redis
 from tests.support.databases import migrated_database
-from tests.support.processes import redis_service, wait_until
+from tests.support.processes import redis_service, redis_url_of, wait_until
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer
 from workers.celery_app import make_celery

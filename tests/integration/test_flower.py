@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from tests.conftest import make_settings
-from tests.integration.conftest import Fleet, redis_url_of, running_fleet, start_redis
-from tests.support.processes import Service, free_port, wait_for_http, wait_until
+from tests.integration.conftest import Fleet, running_fleet, start_redis
+from tests.support.processes import Service, free_port, redis_url_of, wait_for_http, wait_until
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer
 from workers.fleet import flower_args, flower_env

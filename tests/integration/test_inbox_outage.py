@@ -13,10 +13,10 @@ import pytest
 
 from schemas.migrate import upgrade
 from tests.conftest import STRIPE_SECRET, make_settings
-from tests.integration.conftest import fleet_env, redis_url_of
+from tests.integration.conftest import fleet_env
 from tests.signing import sign_stripe
 from tests.support.private_postgres import PrivatePostgres
-from tests.support.processes import Service, free_port, gateway_service, wait_for_http
+from tests.support.processes import Service, free_port, gateway_service, redis_url_of, wait_for_http
 from tests.support.stripe_fixtures import StripeCustomer, body_of
 
 pytestmark = pytest.mark.integration

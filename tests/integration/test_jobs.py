@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from schemas.settings import normalize_database_url
 from schemas.tables import JobRun
-from tests.integration.conftest import Fleet, redis_url_of, running_fleet, start_redis
-from tests.support.processes import Service, hookfleet, wait_until
+from tests.integration.conftest import Fleet, running_fleet, start_redis
+from tests.support.processes import Service, hookfleet, redis_url_of, wait_until
 from tests.support.sandbox import SandboxServer
 from tests.tasks.job_support import FAST, Community, unlimited
 from tests.tasks.test_luma_approval import EXPECTED_DECLINE, statuses

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from schemas.settings import normalize_database_url
 from schemas.tables import JobRun
-from tests.integration.conftest import Fleet, redis_url_of, running_fleet, start_redis
+from tests.integration.conftest import Fleet, running_fleet, start_redis
 from tests.integration.test_jobs import job_env
-from tests.support.processes import Service, beat_service, wait_until
+from tests.support.processes import Service, beat_service, redis_url_of, wait_until
 from tests.support.sandbox import SandboxServer
 from tests.tasks.job_support import unlimited
 

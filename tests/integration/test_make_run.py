@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import redis_url_of, start_redis
-from tests.support.processes import free_port, hookfleet, wait_until
+from tests.integration.conftest import start_redis
+from tests.support.processes import free_port, hookfleet, redis_url_of, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -27,13 +27,14 @@ from sqlalchemy.orm import Session
 from schemas.db import make_engine
 from schemas.tables import DeadLetter, WebhookEvent
 from tests.conftest import STRIPE_SECRET, make_settings
-from tests.integration.conftest import fleet_env, redis_url_of, start_redis
+from tests.integration.conftest import fleet_env, start_redis
 from tests.signing import sign_stripe
 from tests.support.databases import migrated_database
 from tests.support.processes import (
     Service,
     free_port,
     gateway_service,
+    redis_url_of,
     wait_for_http,
     wait_for_worker,
     wait_until,

@@ -111,6 +111,12 @@ def redis_service(port: int, workdir: Path, *, append_only: bool = False) -> Ser
     return Service("redis", argv + persistence, {}, workdir / f"redis-{port}.log")
 
 
+def redis_url_of(service: Service) -> str:
+    """The URL of a redis_service, database 0."""
+    port = service.argv[service.argv.index("--port") + 1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
 def gateway_service(port: int, env: Mapping[str, str], workdir: Path) -> Service:
     argv = [sys.executable, "-m", "uvicorn", "--factory", "webhooks_gateway.app:app_from_env"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]

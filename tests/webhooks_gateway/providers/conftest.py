@@ -16,6 +16,7 @@ from tests.support.processes import (
     free_port,
     gateway_service,
     redis_service,
+    redis_url_of,
     wait_for_http,
     wait_until,
 )
@@ -87,12 +88,11 @@ def gateway(
     workdir = tmp_path_factory.mktemp("providers")
     redis = redis_service(free_port(), workdir)
     redis.start()
-    redis_port = redis.argv[redis.argv.index("--port") + 1]
     port = free_port()
     env = {
         **gateway_env(),
         "DATABASE_URL": database_url,
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "REDIS_URL": redis_url_of(redis),
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "LOG_JSON": "true",
     }
