@@ -9,6 +9,9 @@ up where it stopped. A type a provider module accepts but that is absent here is
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import structlog
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -21,6 +24,7 @@ from tasks.clients import configured, not_configured
 from workers import runtime
 from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask
 from workers.celery_app import app
+from workers.enqueue import PIPELINE_COMMANDS, PROCESS_EVENT
 from workers.logging import get_logger
 
 log = get_logger(__name__)
@@ -197,25 +201,40 @@ def next_step(session: Session, inbox_id: int) -> str | None:
     return remaining[0] if remaining else None
 
 
-def skip_unused(
-    session: Session, inbox_id: int, step: str | None, settings: Settings
+def unused(step: str, settings: Settings) -> bool:
+    """A step whose whole work is a call to a provider the platform has no key for."""
+    service = STEP_SERVICES.get(step)
+    return service is not None and not configured(service, settings)
+
+
+def finish_step(
+    session: Session, inbox_id: int, task_name: str | None, settings: Settings | None = None
 ) -> str | None:
-    """`step`, or the first step from it on whose provider the platform uses: the steps before it
-    are marked finished without a task (each would only have said `not_configured`)."""
-    while step is not None and (service := STEP_SERVICES.get(step)) is not None:
-        if configured(service, settings):
-            break
-        not_configured(service)
-        inbox.finish(session, inbox_id, step)
-        step = next_step(session, inbox_id)
-    return step
-
-
-def finish_step(session: Session, inbox_id: int, task_name: str) -> str | None:
     """Mark `task_name` finished in the caller's transaction (with the change it made, so the two
-    commit together); return the step to send once that transaction has committed."""
-    inbox.finish(session, inbox_id, task_name)
-    return skip_unused(session, inbox_id, next_step(session, inbox_id), runtime.settings())
+    commit together), and with it the steps right after it that would only have said
+    `not_configured`; return the step to send once that transaction has committed.
+
+    One lock, one read and at most one insert however many steps finish: this runs for every step.
+    """
+    settings = settings or runtime.settings()
+    row = inbox.lock(session, inbox_id)
+    done = inbox.finished_handlers(session, inbox_id)
+    finishing = [task_name] if task_name is not None and task_name not in done else []
+    done.update(finishing)
+    remaining = [s for s in DISPATCH.get((row.provider, row.event_type), ()) if s not in done]
+    while remaining and unused(remaining[0], settings):
+        not_configured(STEP_SERVICES[remaining[0]])
+        finishing.append(remaining.pop(0))
+        done.add(finishing[-1])
+    if finishing:
+        inbox.record_finished(session, row, finishing, len(done))
+    return remaining[0] if remaining else None
+
+
+def skip_unused(session: Session, inbox_id: int, settings: Settings) -> str | None:
+    """The event's next step from which the platform uses the provider: the unused ones before it
+    are marked finished without a task (each would only have said `not_configured`)."""
+    return finish_step(session, inbox_id, None, settings)
 
 
 def send_step(inbox_id: int, step: str | None) -> None:
@@ -233,25 +252,95 @@ def step_done(inbox_id: int, task_name: str) -> str | None:
     return following
 
 
-# Lifecycle steps change only our database: when one comes first, process_event runs it itself
-# instead of sending it, a broker hop and a task start fewer per event. A failure there retries or
-# dead-letters process_event, whose next run resumes the pipeline at that same step.
-INLINE_FIRST_STEPS = frozenset(
-    step
-    for pipeline in DISPATCH.values()
-    for step in pipeline
-    if step.startswith("tasks.lifecycle.")
-)
+# A step whose whole work is in our database: it applies its change and finishes itself in the
+# session it is given, returning its outcome and the step after it.
+StepBody = Callable[[Session, int], tuple[str, str | None]]
+# Filled by the modules that define such steps (tasks.lifecycle).
+DATABASE_STEPS: dict[str, StepBody] = {}
+
+
+def database_step(name: str) -> Callable[[StepBody], StepBody]:
+    def register(body: StepBody) -> StepBody:
+        DATABASE_STEPS[name] = body
+        return body
+
+    return register
+
+
+def run_step(inbox_id: int, name: str) -> str:
+    """A database step as its own task: one transaction, then the next step is sent."""
+    with session_scope(runtime.sessions()) as session:
+        outcome, following = DATABASE_STEPS[name](session, inbox_id)
+    send_step(inbox_id, following)
+    return outcome
 
 
 @app.task(name="tasks.dispatch.process_event", base=GatewayTask, **DATABASE_TASK_LIMITS)
 def process_event(inbox_id: int) -> list[str]:
+    """Route the event; when its first step is a database step, run it in the same transaction
+    (a broker hop, a task start and a commit fewer per event)."""
+    settings = runtime.settings()
+    failure: Exception | None = None
     with session_scope(runtime.sessions()) as session:
         steps = route_event(session, inbox_id)
-        first = skip_unused(session, inbox_id, steps[0], runtime.settings()) if steps else None
+        following = steps[0] if steps else None
+        if following is not None and unused(following, settings):
+            following = skip_unused(session, inbox_id, settings)
+        if following in DATABASE_STEPS:
+            try:
+                # A failing step must not undo the routing (its attempt is counted): a savepoint.
+                with session.begin_nested():
+                    _, following = DATABASE_STEPS[following](session, inbox_id)
+            except Exception as exc:
+                # Retried or dead-lettered as process_event, whose next run resumes at this step.
+                failure, following = exc, None
+    if failure is not None:
+        raise failure
     # After the commit; a redelivered process_event does it again, and every step is idempotent.
-    if first in INLINE_FIRST_STEPS:
-        app.tasks[first].run(inbox_id)  # commits, then sends the step after it
-    else:
-        send_step(inbox_id, first)
+    send_step(inbox_id, following)
     return list(steps)
+
+
+@app.task(
+    name="tasks.dispatch.process_events",
+    bind=True,
+    base=GatewayTask,
+    carries_inbox_id=False,
+    **DATABASE_TASK_LIMITS,
+)
+def process_events(self: GatewayTask, inbox_ids: list[int]) -> dict[str, int]:
+    """process_event for several inbox rows in one task (the gateway's relay sends them so): one
+    broker message and task start for many events.
+
+    An event that fails here goes on alone as process_event, with its own retries and dead letter,
+    and does not hold up the rest. A batch delivered again (its worker died under it) or retried
+    only sends each event on alone, so an event that kills its worker cannot take the others with it.
+    """
+    if self.request.retries or (self.request.delivery_info or {}).get("redelivered"):
+        publish_process_events_singly(inbox_ids)
+        log.warning("events.batch_split", count=len(inbox_ids))
+        return {"processed": 0, "sent_alone": len(inbox_ids)}
+    failed: list[int] = []
+    task_fields = structlog.contextvars.get_contextvars()
+    for inbox_id in inbox_ids:
+        # Each event's lines name the task and that event (inbox.get binds it), no other event.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**task_fields, inbox_id=inbox_id)
+        try:
+            process_event.run(inbox_id)
+        except Exception as exc:
+            log.warning("event.sent_alone", exc_type=type(exc).__name__, error=str(exc)[:300])
+            failed.append(inbox_id)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(**task_fields)
+    publish_process_events_singly(failed)
+    return {"processed": len(inbox_ids) - len(failed), "sent_alone": len(failed)}
+
+
+def publish_process_events_singly(inbox_ids: list[int]) -> None:
+    """One process_event message per id, in one round trip; raises if the broker refuses."""
+    if not inbox_ids:
+        return
+    with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_COMMANDS):
+        for inbox_id in inbox_ids:
+            app.send_task(PROCESS_EVENT, args=[inbox_id], producer=producer)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.tables import Effect, InboxStatus, WebhookEvent, utcnow
@@ -27,17 +29,30 @@ def get(session: Session, inbox_id: int) -> WebhookEvent:
     return row
 
 
-def finish(session: Session, inbox_id: int, task_name: str) -> None:
-    """Record that one handler finished; the event is processed when all its handlers have."""
-    row = session.get(WebhookEvent, inbox_id, with_for_update=True)  # serialises sibling handlers
+def lock(session: Session, inbox_id: int) -> WebhookEvent:
+    """The row, locked until the transaction ends: sibling handlers of one event finish in turn."""
+    row = session.get(WebhookEvent, inbox_id, with_for_update=True)
     if row is None:
         raise InboxRowMissingError(f"webhook_events row {inbox_id} does not exist")
-    if mark_handled(session, inbox_id, task_name) >= row.handler_count:
-        session.execute(
-            update(WebhookEvent)
-            .where(WebhookEvent.id == inbox_id)
-            .values(status=InboxStatus.PROCESSED, processed_at=utcnow(), last_error=None)
-        )
+    return row
+
+
+def record_finished(
+    session: Session, row: WebhookEvent, task_names: Sequence[str], finished: int
+) -> None:
+    """Mark `task_names` finished on the locked `row`; `finished` counts every handler finished
+    with them, and the event is processed when that reaches its handler count."""
+    mark_handled(session, row.id, *task_names)
+    if finished >= row.handler_count:
+        row.status, row.processed_at, row.last_error = InboxStatus.PROCESSED, utcnow(), None
+
+
+def finish(session: Session, inbox_id: int, task_name: str) -> None:
+    """Record that one handler finished; the event is processed when all its handlers have."""
+    row = lock(session, inbox_id)
+    record_finished(
+        session, row, [task_name], len(finished_handlers(session, inbox_id) | {task_name})
+    )
 
 
 def finished_handlers(session: Session, inbox_id: int) -> set[str]:

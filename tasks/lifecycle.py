@@ -21,7 +21,7 @@ from schemas.settings import Settings
 from schemas.stripe_events import CheckoutSession, Invoice, StripeEvent, Subscription, from_unix
 from schemas.tables import Member, Membership, utcnow
 from tasks import inbox
-from tasks.dispatch import finish_step, send_step
+from tasks.dispatch import StepBody, database_step, finish_step, run_step
 from tasks.membership_states import Status, from_stripe_subscription, is_allowed, is_stale
 from workers import runtime
 from workers.audit import audit
@@ -413,15 +413,17 @@ def anonymise_member(session: Session, user: ClerkUser, at: datetime, inbox_id: 
     return "applied"
 
 
-def run_clerk_step(inbox_id: int, task_name: str, handler: ClerkHandler) -> str:
-    with session_scope(runtime.sessions()) as session:
+def clerk_step(task_name: str, handler: ClerkHandler) -> StepBody:
+    """`handler` as a database step: apply the user change, finish the step, name the next."""
+
+    def body(session: Session, inbox_id: int) -> tuple[str, str | None]:
         event = ClerkEvent.model_validate_json(inbox.get(session, inbox_id).body)
         user = ClerkUser.model_validate(event.data)
         outcome = handler(session, user, _clerk_time(event, event.data), inbox_id)
-        following = finish_step(session, inbox_id, task_name)
-    log.info("lifecycle.clerk", outcome=outcome)
-    send_step(inbox_id, following)
-    return outcome
+        log.info("lifecycle.clerk", outcome=outcome)
+        return outcome, finish_step(session, inbox_id, task_name)
+
+    return database_step(task_name)(body)
 
 
 # --- the end of a paid period, swept by beat ----------------------------------------------------
@@ -464,52 +466,68 @@ def end_due_memberships(session: Session, now: datetime) -> list[int]:
 # --- the tasks: a few lines each around the plain functions above ----------------------------
 
 
-def run_handler(inbox_id: int, task_name: str, handler: Handler) -> str:
-    """Apply the change and mark the step finished in one transaction, then hand the event to its
-    next step (a repeat is `already_applied`)."""
-    with session_scope(runtime.sessions()) as session:
+def stripe_step(task_name: str, handler: Handler) -> StepBody:
+    """`handler` as a database step: apply the change and mark the step finished in the caller's
+    transaction, name the next step (a repeat is `already_applied`)."""
+
+    def body(session: Session, inbox_id: int) -> tuple[str, str | None]:
         row = inbox.get(session, inbox_id)
-        outcome = handler(
-            session, StripeEvent.model_validate_json(row.body), inbox_id, runtime.settings()
-        )
-        following = finish_step(session, inbox_id, task_name)
-    send_step(inbox_id, following)
-    return outcome
+        event = StripeEvent.model_validate_json(row.body)
+        outcome = handler(session, event, inbox_id, runtime.settings())
+        return outcome, finish_step(session, inbox_id, task_name)
+
+    return database_step(task_name)(body)
 
 
-@app.task(name="tasks.lifecycle.complete_checkout", base=GatewayTask, **DATABASE_TASK_LIMITS)
+COMPLETE_CHECKOUT = "tasks.lifecycle.complete_checkout"
+SYNC_SUBSCRIPTION = "tasks.lifecycle.sync_subscription"
+RECORD_INVOICE_PAID = "tasks.lifecycle.record_invoice_paid"
+RECORD_PAYMENT_FAILED = "tasks.lifecycle.record_payment_failed"
+LINK_CLERK_USER = "tasks.lifecycle.link_clerk_user"
+UPDATE_CLERK_USER = "tasks.lifecycle.update_clerk_user"
+ANONYMISE_MEMBER = "tasks.lifecycle.anonymise_member"
+stripe_step(COMPLETE_CHECKOUT, apply_checkout)
+stripe_step(SYNC_SUBSCRIPTION, apply_subscription)
+stripe_step(RECORD_INVOICE_PAID, apply_invoice_paid)
+stripe_step(RECORD_PAYMENT_FAILED, apply_payment_failed)
+clerk_step(LINK_CLERK_USER, link_clerk_user)
+clerk_step(UPDATE_CLERK_USER, update_clerk_user)
+clerk_step(ANONYMISE_MEMBER, anonymise_member)
+
+
+@app.task(name=COMPLETE_CHECKOUT, base=GatewayTask, **DATABASE_TASK_LIMITS)
 def complete_checkout(inbox_id: int) -> str:
-    return run_handler(inbox_id, complete_checkout.name, apply_checkout)
+    return run_step(inbox_id, COMPLETE_CHECKOUT)
 
 
-@app.task(name="tasks.lifecycle.sync_subscription", base=GatewayTask, **DATABASE_TASK_LIMITS)
+@app.task(name=SYNC_SUBSCRIPTION, base=GatewayTask, **DATABASE_TASK_LIMITS)
 def sync_subscription(inbox_id: int) -> str:
-    return run_handler(inbox_id, sync_subscription.name, apply_subscription)
+    return run_step(inbox_id, SYNC_SUBSCRIPTION)
 
 
-@app.task(name="tasks.lifecycle.record_invoice_paid", base=GatewayTask, **DATABASE_TASK_LIMITS)
+@app.task(name=RECORD_INVOICE_PAID, base=GatewayTask, **DATABASE_TASK_LIMITS)
 def record_invoice_paid(inbox_id: int) -> str:
-    return run_handler(inbox_id, record_invoice_paid.name, apply_invoice_paid)
+    return run_step(inbox_id, RECORD_INVOICE_PAID)
 
 
-@app.task(name="tasks.lifecycle.record_payment_failed", base=GatewayTask, **DATABASE_TASK_LIMITS)
+@app.task(name=RECORD_PAYMENT_FAILED, base=GatewayTask, **DATABASE_TASK_LIMITS)
 def record_payment_failed(inbox_id: int) -> str:
-    return run_handler(inbox_id, record_payment_failed.name, apply_payment_failed)
+    return run_step(inbox_id, RECORD_PAYMENT_FAILED)
 
 
-@app.task(name="tasks.lifecycle.link_clerk_user", base=GatewayTask, **DATABASE_TASK_LIMITS)
+@app.task(name=LINK_CLERK_USER, base=GatewayTask, **DATABASE_TASK_LIMITS)
 def link_clerk_user_task(inbox_id: int) -> str:
-    return run_clerk_step(inbox_id, link_clerk_user_task.name, link_clerk_user)
+    return run_step(inbox_id, LINK_CLERK_USER)
 
 
-@app.task(name="tasks.lifecycle.update_clerk_user", base=GatewayTask, **DATABASE_TASK_LIMITS)
+@app.task(name=UPDATE_CLERK_USER, base=GatewayTask, **DATABASE_TASK_LIMITS)
 def update_clerk_user_task(inbox_id: int) -> str:
-    return run_clerk_step(inbox_id, update_clerk_user_task.name, update_clerk_user)
+    return run_step(inbox_id, UPDATE_CLERK_USER)
 
 
-@app.task(name="tasks.lifecycle.anonymise_member", base=GatewayTask, **DATABASE_TASK_LIMITS)
+@app.task(name=ANONYMISE_MEMBER, base=GatewayTask, **DATABASE_TASK_LIMITS)
 def anonymise_member_task(inbox_id: int) -> str:
-    return run_clerk_step(inbox_id, anonymise_member_task.name, anonymise_member)
+    return run_step(inbox_id, ANONYMISE_MEMBER)
 
 
 @app.task(name="tasks.lifecycle.end_due_memberships", soft_time_limit=50, time_limit=55)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import insert_ignoring_conflicts, session_scope
@@ -80,24 +80,26 @@ def once(
         )
 
 
-def mark_handled(session: Session, inbox_id: int, task_name: str) -> int:
-    """Record that `task_name` finished for `inbox_id`; return how many handlers have finished."""
-    _insert(
-        session,
-        key=handled_key(inbox_id, task_name),
-        state=EffectState.DONE,
-        inbox_id=inbox_id,
-        started_at=utcnow(),
-        done_at=utcnow(),
-        result={},
-    )
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Effect)
-            .where(Effect.inbox_id == inbox_id, Effect.key.startswith("handled:"))
+def mark_handled(session: Session, inbox_id: int, *task_names: str) -> None:
+    """Record that `task_names` finished for `inbox_id`, in one statement (a repeat is a no-op)."""
+    if not task_names:
+        return
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    session.execute(
+        insert_ignoring_conflicts(dialect, Effect).values(
+            [
+                {
+                    "key": handled_key(inbox_id, name),
+                    "state": EffectState.DONE,
+                    "inbox_id": inbox_id,
+                    "started_at": now,
+                    "done_at": now,
+                    "result": {},
+                }
+                for name in task_names
+            ]
         )
-        or 0
     )
 
 

@@ -12,6 +12,10 @@ from workers.logging import get_logger
 log = get_logger(__name__)
 
 PROCESS_EVENT = "tasks.dispatch.process_event"
+PROCESS_EVENTS = "tasks.dispatch.process_events"
+# Rows per process_events message: the relay's publish cost and the worker's per-task overhead are
+# shared by this many events, while a burst still spreads over every worker process.
+EVENTS_PER_MESSAGE = 16
 # One quick retry covers a broker restart; longer outages are the sweep's job, not the request's.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2}
 # Redis commands buffered before kombu flushes a publish batch (two per message: LPUSH, event).
@@ -27,20 +31,37 @@ def publish_process_event(app: Celery, inbox_id: int) -> str:
 
 
 def publish_process_events(app: Celery, inbox_ids: Sequence[int]) -> list[int]:
-    """Publish `process_event` for each id in one Redis pipeline; return the ids the broker took.
+    """Publish `process_events` for the ids, up to EVENTS_PER_MESSAGE per message, in one Redis
+    pipeline; return the ids the broker took.
 
+    A Celery publish costs far more than the work it carries here, so one message moves several
+    rows; they are spread evenly over the messages so that every worker process gets a share.
     kombu's Producer.batch buffers the LPUSH (and the task-sent event) of every message and sends
     them in one round trip. A failed flush leaves delivery uncertain, so it reports none published:
     the rows stay `received` and the sweep publishes them again, which processing tolerates.
     """
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_COMMANDS):
-            for inbox_id in inbox_ids:
-                app.send_task(PROCESS_EVENT, args=[inbox_id], producer=producer)
+            for chunk in spread(list(inbox_ids), EVENTS_PER_MESSAGE):
+                app.send_task(PROCESS_EVENTS, args=[chunk], producer=producer)
     except Exception as exc:
         log.warning("relay.publish_failed", exc_type=type(exc).__name__, error=str(exc)[:200])
         return []
     return list(inbox_ids)
+
+
+def spread(items: list[int], most: int) -> list[list[int]]:
+    """`items` in order, cut into the fewest chunks of at most `most`, of sizes differing by one."""
+    if not items:
+        return []
+    count = -(-len(items) // most)
+    size, extra = divmod(len(items), count)
+    chunks, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        chunks.append(items[start:end])
+        start = end
+    return chunks
 
 
 def task_sender(

@@ -22,7 +22,7 @@ from workers.fleet import flower_args, flower_env
 
 pytestmark = pytest.mark.integration
 CREDENTIALS = ("operator", "flower-test-password")
-PROCESS_EVENT = "tasks.dispatch.process_event"
+PROCESS_EVENTS = "tasks.dispatch.process_events"  # what the relay sends
 
 
 @pytest.fixture
@@ -80,8 +80,8 @@ def test_flower_answers_401_without_credentials_and_lists_the_runs_tasks_with_th
     assert wrong.status_code == 401
     assert fleet.deliver(event).status_code == 200
 
-    wait_until(lambda: _succeeded(flower, PROCESS_EVENT), timeout=30, what="process_event listed")
-    (task,) = _succeeded(flower, PROCESS_EVENT)
+    wait_until(lambda: _succeeded(flower, PROCESS_EVENTS), timeout=30, what="process_events listed")
+    (task,) = _succeeded(flower, PROCESS_EVENTS)
     assert task["routing_key"] == "dispatch"
     assert task["worker"].startswith("worker@")
 
@@ -92,12 +92,12 @@ def test_flower_keeps_its_task_history_across_a_restart(
     fleet, flower = fleet_and_flower
     wait_for_http(_url(flower, "/healthcheck"), flower)
     assert fleet.deliver(StripeCustomer.new().event("invoice.payment_failed")).status_code == 200
-    wait_until(lambda: _succeeded(flower, PROCESS_EVENT), timeout=30, what="process_event listed")
-    before = {uuid for uuid, task in _tasks(flower).items() if task["name"] == PROCESS_EVENT}
+    wait_until(lambda: _succeeded(flower, PROCESS_EVENTS), timeout=30, what="process_events listed")
+    before = {uuid for uuid, task in _tasks(flower).items() if task["name"] == PROCESS_EVENTS}
 
     flower.stop()
     flower.start()
     wait_for_http(_url(flower, "/healthcheck"), flower)
 
-    after = {uuid for uuid, task in _tasks(flower).items() if task["name"] == PROCESS_EVENT}
+    after = {uuid for uuid, task in _tasks(flower).items() if task["name"] == PROCESS_EVENTS}
     assert before <= after

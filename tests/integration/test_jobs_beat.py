@@ -81,7 +81,10 @@ def holds_lock(beat: Service) -> bool:
 
 def assert_one_run_per_slot(runs: list[JobRun]) -> None:
     finished = [(run.id, run.outcome, run.error) for run in runs if run.outcome != "running"]
-    assert all(outcome == "succeeded" for _, outcome, _ in finished), finished
+    # A run still going when its next slot comes (a loaded box) makes that slot `skipped`: allowed,
+    # as long as the slots themselves are one interval apart.
+    assert all(outcome in {"succeeded", "skipped"} for _, outcome, _ in finished), finished
+    assert any(outcome == "succeeded" for _, outcome, _ in finished), finished
     starts = [run.started_at for run in runs]
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(starts)]
     # A slot scheduled by both beats would start twice within moments (or be skipped as running).

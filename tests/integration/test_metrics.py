@@ -48,7 +48,7 @@ from workers.worker_metrics import MULTIPROC_ENV, reset_multiprocess_dir
 
 pytestmark = pytest.mark.integration
 ANNOUNCE = "tasks.notification.announce_payment_failed"
-PROCESS_EVENT = "tasks.dispatch.process_event"
+PROCESS_EVENTS = "tasks.dispatch.process_events"  # what the relay sends
 ALWAYS_PERMANENT = "tests.fault_tasks.always_permanent"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -192,7 +192,9 @@ def test_scraped_metrics_equal_the_counts_a_scripted_run_caused(
     assert _value(gateway, "webhooks_ack_latency_seconds_bucket", **stripe, le="+Inf") == 3
     assert _value(gateway, "hookfleet_inbox_events", status="processed") == 1
     assert _value(gateway, "hookfleet_inbox_events") == 1
-    assert _value(gateway, "celery_task_sent_total", name=PROCESS_EVENT, queue_name="dispatch") == 1
+    assert (
+        _value(gateway, "celery_task_sent_total", name=PROCESS_EVENTS, queue_name="dispatch") == 1
+    )
 
     announce = {"name": ANNOUNCE, "queue_name": "notification"}
     assert _value(worker, "celery_task_started_total", **announce) == 2
@@ -202,7 +204,7 @@ def test_scraped_metrics_equal_the_counts_a_scripted_run_caused(
     assert _value(worker, "celery_task_runtime_count", **announce) == 2
     assert _value(worker, "hookfleet_task_queue_wait_seconds_count", **announce) == 2
     assert _value(worker, "hookfleet_task_retried_total", task=ANNOUNCE) == 1
-    assert _value(worker, "celery_task_succeeded_total", name=PROCESS_EVENT) == 1
+    assert _value(worker, "celery_task_succeeded_total", name=PROCESS_EVENTS) == 1
 
     failing = {"name": ALWAYS_PERMANENT}
     assert _value(worker, "celery_task_failed_total", **failing, exception="ValueError") == 1

@@ -23,8 +23,9 @@ from tests.integration.conftest import OPERATORS_CHANNEL, Fleet
 from tests.support.processes import hookfleet, wait_until
 from tests.support.rows import dead_letters
 from tests.support.sandbox import SandboxServer
-from tests.support.stripe_fixtures import StripeCustomer
+from tests.support.stripe_fixtures import StripeCustomer, body_of
 from workers.celery_app import make_celery
+from workers.enqueue import PROCESS_EVENT, publish_process_events
 
 pytestmark = pytest.mark.integration
 ANNOUNCE = "tasks.notification.announce_payment_failed"
@@ -240,6 +241,42 @@ def test_task_that_kills_its_worker_every_time_ends_as_a_dead_letter(
     assert dead.exc_type.endswith("WorkerLostRepeatedlyError")
     assert dead.attempts == 4
     fleet.worker.assert_running()
+
+
+def _stored_enqueued(engine: Engine, events: list[dict[str, Any]]) -> list[int]:
+    """Inbox rows as the gateway commits them, for events the relay would send in one batch."""
+    with Session(engine) as session, session.begin():
+        rows = [
+            WebhookEvent(
+                provider="stripe",
+                event_id=event["id"],
+                event_type=event["type"],
+                body=body_of(event),
+                status=InboxStatus.ENQUEUED,
+            )
+            for event in events
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
+
+
+def test_an_event_failing_inside_a_batch_is_dead_lettered_alone_and_the_rest_are_processed(
+    fleet: Fleet, pg_engine: Engine
+) -> None:
+    good = [StripeCustomer.new().event("checkout.session.completed") for _ in range(3)]
+    bad = StripeCustomer.new().event("checkout.session.completed")
+    del bad["data"]  # signed and stored, but not a Stripe event the worker can act on
+    ids = _stored_enqueued(pg_engine, [good[0], bad, *good[1:]])
+
+    assert publish_process_events(make_celery(fleet.settings()), ids) == ids
+
+    for event in good:
+        _wait_processed(pg_engine, event["id"])
+    dead = _dead_letter_for(pg_engine, bad["id"])
+    assert (dead.task_name, dead.args) == (PROCESS_EVENT, [ids[1]])
+    assert dead.exc_type.endswith("ValidationError")
+    assert _inbox_status(pg_engine, bad["id"]) == InboxStatus.FAILED
 
 
 def _key_from_cli(fleet: Fleet, scopes: str, rate: int) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import secrets
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -22,7 +24,7 @@ from tests.support.processes import free_port, redis_service, wait_until
 from webhooks_gateway.inbox_writer import InboxRow, InboxWriter
 from webhooks_gateway.relay import Relay
 from workers.celery_app import make_celery
-from workers.enqueue import publish_process_events
+from workers.enqueue import EVENTS_PER_MESSAGE, PROCESS_EVENTS, publish_process_events, spread
 from workers.maintenance import requeue_stuck
 
 
@@ -199,19 +201,32 @@ def _pings(client: redis_client.Redis) -> bool:
         return False
 
 
-def test_celery_batch_publish_puts_one_process_event_message_per_row_on_the_queue(
+def test_celery_batch_publish_spreads_the_rows_evenly_over_process_events_messages(
     private_redis: str,
 ) -> None:
     app = make_celery(make_settings(redis_url=private_redis))
+    ids = list(range(1, EVENTS_PER_MESSAGE + 3))
 
-    published = publish_process_events(app, [11, 12, 13])
+    published = publish_process_events(app, ids)
 
-    assert published == [11, 12, 13]
+    assert published == ids
     queue = redis_client.Redis.from_url(private_redis)
-    messages = queue.lrange("dispatch", 0, -1)
+    messages = [json.loads(raw) for raw in queue.lrange("dispatch", 0, -1)]
     queue.close()
-    assert len(messages) == 3
-    assert all(b"tasks.dispatch.process_event" in message for message in messages)
+    assert {message["headers"]["task"] for message in messages} == {PROCESS_EVENTS}
+    batches = [json.loads(base64.b64decode(message["body"]))[0][0] for message in messages]
+    assert sorted(len(batch) for batch in batches) == [len(ids) // 2, len(ids) // 2]
+    assert sorted(i for batch in batches for i in batch) == ids
+
+
+@pytest.mark.parametrize(
+    ("count", "sizes"), [(0, []), (1, [1]), (16, [16]), (17, [9, 8]), (40, [14, 13, 13])]
+)
+def test_rows_are_cut_into_the_fewest_even_chunks(count: int, sizes: list[int]) -> None:
+    chunks = spread(list(range(count)), 16)
+
+    assert [len(chunk) for chunk in chunks] == sizes
+    assert [i for chunk in chunks for i in chunk] == list(range(count))
 
 
 def test_celery_batch_publish_to_a_dead_broker_reports_nothing_published() -> None:
