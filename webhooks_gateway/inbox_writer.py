@@ -16,8 +16,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import orjson
+from sqlalchemy import text
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -75,6 +78,7 @@ class InboxWriter:
         self._writers = writers
         self._queue: asyncio.Queue[_Pending] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._postgres = engine.dialect.name == "postgresql"
         self._statement = insert_ignoring_conflicts(engine.dialect.name, WebhookEvent).returning(
             WebhookEvent.id, WebhookEvent.provider, WebhookEvent.event_id
         )
@@ -152,28 +156,67 @@ class InboxWriter:
 
     async def _insert(self, rows: list[InboxRow]) -> dict[tuple[str, str], int]:
         now = utcnow()
-        params: dict[tuple[str, str], dict[str, Any]] = {}
+        first_of_key: dict[tuple[str, str], InboxRow] = {}
         for row in rows:
-            params.setdefault(
-                row.key,
-                {
-                    "provider": row.provider,
-                    "event_id": row.event_id,
-                    "event_type": row.event_type,
-                    "body": row.body,
-                    "headers": row.headers,
-                    "status": InboxStatus.RECEIVED,
-                    "attempts": 0,
-                    "handler_count": 0,
-                    "received_at": now,
-                },
-            )
+            first_of_key.setdefault(row.key, row)
+        unique = list(first_of_key.values())
         async with self._engine.begin() as connection:
-            result = await connection.execute(self._statement, list(params.values()))
+            if self._postgres:
+                result = await connection.execute(_PG_INSERT, _pg_params(unique, now))
+            else:
+                result = await connection.execute(
+                    self._statement, [_row_params(row, now) for row in unique]
+                )
             inserted = {(provider, event_id): inbox_id for inbox_id, provider, event_id in result}
         if inserted:
             self._on_commit(sorted(inserted.values()))
         return inserted
+
+
+# PostgreSQL: one statement whose text never changes, the batch passed as arrays. A multi-row
+# VALUES has new text for every batch size, which SQLAlchemy compiles and psycopg parses afresh
+# (measured at about a third of the gateway's CPU per request).
+_PG_INSERT = text(
+    """
+    INSERT INTO webhook_events
+        (provider, event_id, event_type, body, headers, status, attempts, handler_count,
+         received_at)
+    SELECT provider, event_id, event_type, body, CAST(headers AS jsonb), :status, 0, 0,
+        :received_at
+    FROM unnest(
+        CAST(:providers AS text[]), CAST(:event_ids AS text[]), CAST(:event_types AS text[]),
+        CAST(:bodies AS bytea[]), CAST(:headers AS text[])
+    ) AS batch(provider, event_id, event_type, body, headers)
+    ON CONFLICT (provider, event_id) DO NOTHING
+    RETURNING id, provider, event_id
+    """
+)
+
+
+def _pg_params(rows: list[InboxRow], now: datetime) -> dict[str, Any]:
+    return {
+        "providers": [row.provider for row in rows],
+        "event_ids": [row.event_id for row in rows],
+        "event_types": [row.event_type for row in rows],
+        "bodies": [row.body for row in rows],
+        "headers": [orjson.dumps(row.headers).decode() for row in rows],
+        "status": InboxStatus.RECEIVED,
+        "received_at": now,
+    }
+
+
+def _row_params(row: InboxRow, now: datetime) -> dict[str, Any]:
+    return {
+        "provider": row.provider,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "body": row.body,
+        "headers": row.headers,
+        "status": InboxStatus.RECEIVED,
+        "attempts": 0,
+        "handler_count": 0,
+        "received_at": now,
+    }
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -35,6 +36,13 @@ log = get_logger(__name__)
 
 class BodyTooLargeError(Exception):
     pass
+
+
+class FastJSONResponse(JSONResponse):
+    """Every webhook answer is JSON: orjson renders it in a fraction of the stdlib's time."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def public_url(request: Request, settings: Settings) -> str:
@@ -158,7 +166,7 @@ def _handshake(provider: str, reply: Reply) -> Response:
 
 def _reply(
     provider: str, status_code: int, error: str | None = None, *, outcome: str = "", **fields: Any
-) -> JSONResponse:
+) -> FastJSONResponse:
     body = {"error": error, **fields} if error else fields
     # Any name can be in the URL: outside PROVIDERS it is one label value, not a series per name.
     label = provider if provider in PROVIDERS else UNKNOWN_PROVIDER
@@ -168,4 +176,4 @@ def _reply(
         log.warning("webhook.rejected", http_status=status_code, **log_fields)
     else:
         log.info("webhook.received", http_status=status_code, **log_fields)
-    return JSONResponse(body, status_code=status_code)
+    return FastJSONResponse(body, status_code=status_code)

@@ -6,12 +6,18 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 # Keys that must never reach a log line, whatever a caller binds.
 REDACTED_KEYS = frozenset(
     {"body", "raw", "secret", "secrets", "authorization", "signature", "token"}
 )
+
+
+def _orjson_dumps(event: dict[str, Any], **kwargs: Any) -> str:
+    """JSON lines through orjson (several times the stdlib's speed; a line per webhook adds up)."""
+    return orjson.dumps(event, default=kwargs.get("default")).decode()
 
 
 def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +48,9 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
         _redact,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if as_json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

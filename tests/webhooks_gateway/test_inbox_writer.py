@@ -85,6 +85,31 @@ def test_concurrent_deliveries_share_transactions_and_each_gets_its_own_committe
     assert {row.id for row in stored} == set(ids)
 
 
+def test_bodies_and_headers_are_stored_exactly_as_received_when_batched(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    awkward = [
+        InboxRow(
+            provider="stripe",
+            event_id=f"evt_W{secrets.token_hex(8)}",
+            event_type="invoice.paid",
+            body=bytes(range(256)) + b'{"quote": "\\"", "brace": "{}", "comma": ","}' * index,
+            headers={"stripe-signature": f't=1,v1="\\x{index}"', "x-note": "caf\u00e9 {,}"},
+        )
+        for index in range(8)
+    ]
+
+    async def scenario(writer: InboxWriter) -> list[list[int | None]]:
+        return list(await asyncio.gather(*(writer.write([row]) for row in awkward)))
+
+    _run(pg_settings, scenario)
+
+    stored = {row.event_id: row for row in _stored(pg_engine, awkward)}
+    assert [(stored[r.event_id].body, stored[r.event_id].headers) for r in awkward] == [
+        (r.body, r.headers) for r in awkward
+    ]
+
+
 def test_same_event_twice_in_one_batch_is_stored_once_and_answered_duplicate_once(
     pg_settings: Settings, pg_engine: Engine
 ) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl
 
+import orjson
 from pydantic import SecretStr
 
 from schemas.settings import Settings
@@ -96,7 +96,7 @@ class Provider(Protocol):
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(raw)
+        payload = orjson.loads(raw)  # the hot path's one parse: several times faster than json
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"body is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
