@@ -165,8 +165,10 @@ STEP_SERVICES: dict[str, str] = {
 
 
 def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
-    """Validate the stored body and return the steps still to run, in order; none when done."""
-    row = inbox.get(session, inbox_id)
+    """Validate the stored body and return the steps still to run, in order; none when done.
+
+    The row stays locked to the end of the transaction, which may go on to run the first step."""
+    row = inbox.get(session, inbox_id, lock=True)
     if row.status in inbox.DONE:
         log.info("event.already_done", status=row.status)
         return ()
@@ -280,22 +282,21 @@ def process_event(inbox_id: int) -> list[str]:
     """Route the event; when its first step is a database step, run it in the same transaction
     (a broker hop, a task start and a commit fewer per event)."""
     settings = runtime.settings()
-    failure: Exception | None = None
-    with session_scope(runtime.sessions()) as session:
-        steps = route_event(session, inbox_id)
-        following = steps[0] if steps else None
-        if following is not None and unused(following, settings):
-            following = skip_unused(session, inbox_id, settings)
-        if following in DATABASE_STEPS:
-            try:
-                # A failing step must not undo the routing (its attempt is counted): a savepoint.
-                with session.begin_nested():
-                    _, following = DATABASE_STEPS[following](session, inbox_id)
-            except Exception as exc:
-                # Retried or dead-lettered as process_event, whose next run resumes at this step.
-                failure, following = exc, None
-    if failure is not None:
-        raise failure
+    stepping = False
+    try:
+        with session_scope(runtime.sessions()) as session:
+            steps = route_event(session, inbox_id)
+            following = steps[0] if steps else None
+            if following is not None and unused(following, settings):
+                following = skip_unused(session, inbox_id, settings)
+            if following in DATABASE_STEPS:
+                stepping = True
+                _, following = DATABASE_STEPS[following](session, inbox_id)
+    except Exception:
+        if stepping:  # retried or dead-lettered as process_event, resuming at this step
+            with session_scope(runtime.sessions()) as session:
+                inbox.count_attempt(session, inbox_id)
+        raise
     # After the commit; a redelivered process_event does it again, and every step is idempotent.
     send_step(inbox_id, following)
     return list(steps)

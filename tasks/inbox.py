@@ -5,21 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from schemas.tables import Effect, InboxStatus, WebhookEvent, utcnow
 from workers.effects import handled_key, mark_handled
 
 DONE = frozenset({InboxStatus.PROCESSED, InboxStatus.IGNORED})
+# session.info key: the rows this session's current transaction has locked.
+_LOCKED = "hookfleet.locked_inbox_rows"
 
 
 class InboxRowMissingError(LookupError):
     """A task names an inbox row that does not exist: permanent, retrying cannot help."""
 
 
-def get(session: Session, inbox_id: int) -> WebhookEvent:
-    row = session.get(WebhookEvent, inbox_id)
+def get(session: Session, inbox_id: int, *, lock: bool = False) -> WebhookEvent:
+    """The row (locked until the transaction ends when `lock`), named on every later log line."""
+    row = _locked_row(session, inbox_id) if lock else session.get(WebhookEvent, inbox_id)
     if row is None:
         raise InboxRowMissingError(f"webhook_events row {inbox_id} does not exist")
     # Every later log line of this task names the event it works for.
@@ -31,10 +34,32 @@ def get(session: Session, inbox_id: int) -> WebhookEvent:
 
 def lock(session: Session, inbox_id: int) -> WebhookEvent:
     """The row, locked until the transaction ends: sibling handlers of one event finish in turn."""
-    row = session.get(WebhookEvent, inbox_id, with_for_update=True)
+    row = _locked_row(session, inbox_id)
     if row is None:
         raise InboxRowMissingError(f"webhook_events row {inbox_id} does not exist")
     return row
+
+
+def _locked_row(session: Session, inbox_id: int) -> WebhookEvent | None:
+    """SELECT ... FOR UPDATE once per transaction: routing and the step after it share the lock."""
+    transaction = session.get_transaction()
+    held: tuple[object, set[int]] | None = session.info.get(_LOCKED)
+    if held is None or held[0] is not transaction:
+        held = session.info[_LOCKED] = (transaction, set())
+    if inbox_id in held[1]:
+        return session.get(WebhookEvent, inbox_id)
+    row = session.get(WebhookEvent, inbox_id, with_for_update=True)
+    held[1].add(inbox_id)
+    return row
+
+
+def count_attempt(session: Session, inbox_id: int) -> None:
+    """An attempt whose transaction was rolled back is still counted on the row."""
+    session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == inbox_id)
+        .values(attempts=WebhookEvent.attempts + 1)
+    )
 
 
 def record_finished(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from schemas.clerk_events import ClerkEvent, ClerkUser
@@ -143,9 +143,16 @@ def upsert_member(
     at the same time apply one after the other.
     """
     email = email.strip().lower() if email else None
-    member = _locked_member(session, Member.stripe_customer_id == customer_id)
+    # One locked read for both ways of finding the member; the Stripe customer id wins.
+    wanted = Member.stripe_customer_id == customer_id
+    found = session.scalars(
+        select(Member)
+        .where(or_(wanted, Member.email == email) if email else wanted)
+        .with_for_update()
+    ).all()
+    member = next((m for m in found if m.stripe_customer_id == customer_id), None)
     if member is None and email:
-        member = _locked_member(session, Member.email == email)
+        member = next((m for m in found if m.email == email), None)
         if member is not None and member.stripe_customer_id not in (None, customer_id):
             log.warning("lifecycle.email_has_other_customer", customer_id=customer_id)
             member, email = None, None
@@ -153,13 +160,12 @@ def upsert_member(
             member.stripe_customer_id = customer_id
     if member is None:
         dialect = session.get_bind().dialect.name
-        session.execute(
-            insert_ignoring_conflicts(dialect, Member).values(
-                stripe_customer_id=customer_id, email=email, name=name
-            )
+        member = session.scalar(
+            insert_ignoring_conflicts(dialect, Member)
+            .values(stripe_customer_id=customer_id, email=email, name=name)
+            .returning(Member)
         )
-        member = _locked_member(session, Member.stripe_customer_id == customer_id)
-        if member is None:  # lost an insert race on the email to a concurrent sign-up
+        if member is None:  # lost an insert race on the customer or email to a concurrent event
             return upsert_member(session, customer_id=customer_id, email=email, name=name)
     if email and member.email is None:
         other = _locked_member(session, (Member.email == email) & (Member.id != member.id))
@@ -199,12 +205,14 @@ def _locked_membership(session: Session, member: Member) -> Membership:
     membership = session.scalar(query)
     if membership is None:
         dialect = session.get_bind().dialect.name
-        session.execute(
-            insert_ignoring_conflicts(dialect, Membership).values(
-                member_id=member.id, status=Status.PENDING
+        membership = (
+            session.scalar(
+                insert_ignoring_conflicts(dialect, Membership)
+                .values(member_id=member.id, status=Status.PENDING)
+                .returning(Membership)
             )
-        )
-        membership = session.scalars(query).one()
+            or session.scalars(query).one()
+        )  # a concurrent event made it first
     return membership
 
 
