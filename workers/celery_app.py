@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import structlog
@@ -78,6 +79,9 @@ def _setup_logging(**_: Any) -> None:
 @signals.worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     runtime.reset_after_fork()
+    # Everything inherited from the parent lives as long as the child: full collections skip it
+    # (shorter pauses between tasks, fewer copy-on-write pages).
+    gc.freeze()
 
 
 @signals.task_prerun.connect

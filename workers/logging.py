@@ -39,6 +39,12 @@ class _DropQueryStrings(logging.Filter):
 
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     """Idempotent; call once at each entry point (gateway factory, worker start, CLI)."""
+    # No line shows the caller's file, thread or process: the stdlib need not look them up for
+    # every record (the logging HOWTO's "Optimization"; a line per webhook and per event step).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     as_json = (not sys.stderr.isatty()) if json is None else json
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
