@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import text
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Executable, text
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.db import insert_ignoring_conflicts
 from schemas.tables import InboxStatus, WebhookEvent, utcnow
@@ -111,26 +111,30 @@ class InboxWriter:
 
     async def _run(self) -> None:
         assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0].rows)
-            while size < self._max_batch_rows and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                size += len(batch[-1].rows)
-            try:
-                await self._commit(batch)
-            except BaseException as exc:
-                # Never leave a request waiting for an answer that will not come.
-                _fail(batch, exc)
-                if not isinstance(exc, Exception):
-                    raise
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _commit(self, batch: list[_Pending]) -> None:
+        kept = _KeptConnection(self._engine)
         try:
-            inserted = await self._insert([row for pending in batch for row in pending.rows])
+            while True:
+                batch = [await self._queue.get()]
+                size = len(batch[0].rows)
+                while size < self._max_batch_rows and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    size += len(batch[-1].rows)
+                try:
+                    await self._commit(batch, kept)
+                except BaseException as exc:
+                    # Never leave a request waiting for an answer that will not come.
+                    _fail(batch, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
+        finally:
+            await kept.close()
+
+    async def _commit(self, batch: list[_Pending], kept: _KeptConnection) -> None:
+        try:
+            inserted = await self._insert([row for pending in batch for row in pending.rows], kept)
         except (IntegrityError, DataError) as exc:
             if len(batch) == 1:
                 _fail(batch, exc)
@@ -138,7 +142,7 @@ class InboxWriter:
             # One delivery's rows the database refuses; the others must not share its fate.
             log.warning("inbox.batch_refused", deliveries=len(batch), exc_type=type(exc).__name__)
             for pending in batch:
-                await self._commit([pending])
+                await self._commit([pending], kept)
             return
         except (SQLAlchemyError, OSError) as exc:
             _fail(batch, exc)
@@ -154,23 +158,68 @@ class InboxWriter:
             if not pending.done.done():
                 pending.done.set_result(ids)
 
-    async def _insert(self, rows: list[InboxRow]) -> dict[tuple[str, str], int]:
+    async def _insert(
+        self, rows: list[InboxRow], kept: _KeptConnection
+    ) -> dict[tuple[str, str], int]:
         now = utcnow()
         first_of_key: dict[tuple[str, str], InboxRow] = {}
         for row in rows:
             first_of_key.setdefault(row.key, row)
         unique = list(first_of_key.values())
-        async with self._engine.begin() as connection:
-            if self._postgres:
-                result = await connection.execute(_PG_INSERT, _pg_params(unique, now))
-            else:
+        if self._postgres:
+            returned = await kept.execute(_PG_INSERT, _pg_params(unique, now))
+        else:
+            async with self._engine.begin() as connection:
                 result = await connection.execute(
                     self._statement, [_row_params(row, now) for row in unique]
                 )
-            inserted = {(provider, event_id): inbox_id for inbox_id, provider, event_id in result}
+                returned = list(result)
+        inserted = {(provider, event_id): inbox_id for inbox_id, provider, event_id in returned}
         if inserted:
             self._on_commit(sorted(inserted.values()))
         return inserted
+
+
+class _KeptConnection:
+    """One writer's PostgreSQL connection, kept between batches in autocommit, where the single
+    INSERT commits itself: a batch is one round trip. A pool checkout, a liveness ping, BEGIN and
+    COMMIT would each wait their turn on a busy event loop (measured: most of the ack latency).
+
+    A connection that fails is dropped. One kept from before a database restart fails on first
+    use; that batch is tried once more on a fresh connection. Had the lost INSERT committed after
+    all, the retry finds the rows and answers duplicate: stored either way, and the inbox sweep
+    publishes what the relay then never saw.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def execute(self, statement: Executable, params: dict[str, Any]) -> list[Any]:
+        was_kept = self._connection is not None
+        try:
+            return await self._execute(statement, params)
+        except DBAPIError as exc:
+            if not (was_kept and exc.connection_invalidated):
+                raise
+        return await self._execute(statement, params)
+
+    async def _execute(self, statement: Executable, params: dict[str, Any]) -> list[Any]:
+        if self._connection is None:
+            connection = await self._engine.connect()
+            self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            result = await self._connection.execute(statement, params)
+            return list(result)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
 
 # PostgreSQL: one statement whose text never changes, the batch passed as arrays. A multi-row

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
@@ -108,6 +108,39 @@ def test_bodies_and_headers_are_stored_exactly_as_received_when_batched(
     assert [(stored[r.event_id].body, stored[r.event_id].headers) for r in awkward] == [
         (r.body, r.headers) for r in awkward
     ]
+
+
+def _terminate_backends(pg_engine: Engine, application_name: str) -> int:
+    """What a database restart does to the connections a writer keeps between batches."""
+    with pg_engine.connect() as connection:
+        killed = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = :name"
+            ),
+            {"name": application_name},
+        ).scalar_one()
+    return int(killed)
+
+
+def test_a_kept_connection_the_database_dropped_is_replaced_without_failing_the_delivery(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    name = f"inbox_writer_{secrets.token_hex(4)}"
+    settings = pg_settings.model_copy(
+        update={"database_url": f"{pg_settings.database_url}?application_name={name}"}
+    )
+    after = [_row() for _ in range(6)]
+
+    async def scenario(writer: InboxWriter) -> int:
+        await asyncio.gather(*(writer.write([_row()]) for _ in range(6)))  # both writers connect
+        killed = _terminate_backends(pg_engine, name)
+        for row in after:
+            await writer.write([row])
+        return killed
+
+    assert _run(settings, scenario) >= 1
+    assert len(_stored(pg_engine, after)) == len(after)
 
 
 def test_same_event_twice_in_one_batch_is_stored_once_and_answered_duplicate_once(
