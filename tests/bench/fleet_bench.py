@@ -3,9 +3,10 @@
 End to end: signed checkout events sent open loop at a fixed rate through the real gateway to real
 Celery worker processes; each event's latency runs from its scheduled send time to the creation
 time of the membership it makes (`memberships.created_at`, written by the lifecycle task in the
-transaction it commits). Worker throughput: inbox rows published straight to the queue, timed until
-every one is `processed` (process_event, then the lifecycle task and the steps after it), against a
-no-op task drained by the same workers from the same queue.
+transaction it commits). Worker throughput: inbox rows published straight to the queue as the relay
+publishes them (process_events messages of up to 16 rows), timed until every one is `processed`
+(process_event and its lifecycle step, then the steps after it), against a no-op task (one per
+message) drained by the same workers from the same queue.
 """
 
 from __future__ import annotations
