@@ -86,20 +86,20 @@ def mark_handled(session: Session, inbox_id: int, *task_names: str) -> None:
         return
     now = utcnow()
     dialect = session.get_bind().dialect.name
+    # A list of parameter sets, not .values([...]): the statement is compiled once and cached.
     session.execute(
-        insert_ignoring_conflicts(dialect, Effect).values(
-            [
-                {
-                    "key": handled_key(inbox_id, name),
-                    "state": EffectState.DONE,
-                    "inbox_id": inbox_id,
-                    "started_at": now,
-                    "done_at": now,
-                    "result": {},
-                }
-                for name in task_names
-            ]
-        )
+        insert_ignoring_conflicts(dialect, Effect),
+        [
+            {
+                "key": handled_key(inbox_id, name),
+                "state": EffectState.DONE,
+                "inbox_id": inbox_id,
+                "started_at": now,
+                "done_at": now,
+                "result": {},
+            }
+            for name in task_names
+        ],
     )
 
 
