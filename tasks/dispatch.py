@@ -24,7 +24,7 @@ from tasks.clients import configured, not_configured
 from workers import runtime
 from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask
 from workers.celery_app import app
-from workers.enqueue import PIPELINE_COMMANDS, PROCESS_EVENT
+from workers.enqueue import publish_each
 from workers.logging import get_logger
 
 log = get_logger(__name__)
@@ -339,9 +339,5 @@ def process_events(self: GatewayTask, inbox_ids: list[int]) -> dict[str, int]:
 
 
 def publish_process_events_singly(inbox_ids: list[int]) -> None:
-    """One process_event message per id, in one round trip; raises if the broker refuses."""
-    if not inbox_ids:
-        return
-    with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_COMMANDS):
-        for inbox_id in inbox_ids:
-            app.send_task(PROCESS_EVENT, args=[inbox_id], producer=producer)
+    if inbox_ids:
+        publish_each(app, inbox_ids)

@@ -36,18 +36,28 @@ def publish_process_events(app: Celery, inbox_ids: Sequence[int]) -> list[int]:
 
     A Celery publish costs far more than the work it carries here, so one message moves several
     rows; they are spread evenly over the messages so that every worker process gets a share.
-    kombu's Producer.batch buffers the LPUSH (and the task-sent event) of every message and sends
-    them in one round trip. A failed flush leaves delivery uncertain, so it reports none published:
-    the rows stay `received` and the sweep publishes them again, which processing tolerates.
+    A failed flush leaves delivery uncertain, so it reports none published: the rows stay
+    `received` and the sweep publishes them again, which processing tolerates.
     """
     try:
-        with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_COMMANDS):
-            for chunk in spread(list(inbox_ids), EVENTS_PER_MESSAGE):
-                app.send_task(PROCESS_EVENTS, args=[chunk], producer=producer)
+        _in_one_pipeline(app, PROCESS_EVENTS, spread(list(inbox_ids), EVENTS_PER_MESSAGE))
     except Exception as exc:
         log.warning("relay.publish_failed", exc_type=type(exc).__name__, error=str(exc)[:200])
         return []
     return list(inbox_ids)
+
+
+def publish_each(app: Celery, inbox_ids: Sequence[int]) -> None:
+    """One `process_event` message per id, in one round trip; raises if the broker refuses."""
+    _in_one_pipeline(app, PROCESS_EVENT, list(inbox_ids))
+
+
+def _in_one_pipeline(app: Celery, task_name: str, first_args: Sequence[Any]) -> None:
+    """kombu's Producer.batch buffers each message's LPUSH (and its task-sent event) and sends
+    them in one round trip."""
+    with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_COMMANDS):
+        for arg in first_args:
+            app.send_task(task_name, args=[arg], producer=producer)
 
 
 def spread(items: list[int], most: int) -> list[list[int]]:
