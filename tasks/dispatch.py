@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from schemas.db import session_scope
 from schemas.settings import Settings
 from schemas.stripe_events import StripeEvent
-from schemas.tables import InboxStatus, utcnow
+from schemas.tables import InboxStatus, WebhookEvent, utcnow
 from tasks import inbox
 from tasks.clients import configured, not_configured
 from workers import runtime
@@ -195,12 +195,15 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
 
 def next_step(session: Session, inbox_id: int) -> str | None:
     """The first step of the event's pipeline that has not finished, if any."""
-    row = inbox.get(session, inbox_id)
-    done = inbox.finished_handlers(session, inbox_id)
-    remaining = [
-        name for name in DISPATCH.get((row.provider, row.event_type), ()) if name not in done
-    ]
+    remaining = _unfinished(
+        inbox.get(session, inbox_id), inbox.finished_handlers(session, inbox_id)
+    )
     return remaining[0] if remaining else None
+
+
+def _unfinished(row: WebhookEvent, done: set[str]) -> list[str]:
+    """The event's pipeline steps not in `done`, in order."""
+    return [name for name in DISPATCH.get((row.provider, row.event_type), ()) if name not in done]
 
 
 def unused(step: str, settings: Settings) -> bool:
@@ -223,7 +226,7 @@ def finish_step(
     done = inbox.finished_handlers(session, inbox_id)
     finishing = [task_name] if task_name is not None and task_name not in done else []
     done.update(finishing)
-    remaining = [s for s in DISPATCH.get((row.provider, row.event_type), ()) if s not in done]
+    remaining = _unfinished(row, done)
     while remaining and unused(remaining[0], settings):
         not_configured(STEP_SERVICES[remaining[0]])
         finishing.append(remaining.pop(0))

@@ -22,9 +22,9 @@ class InboxRowMissingError(LookupError):
 
 def get(session: Session, inbox_id: int, *, lock: bool = False) -> WebhookEvent:
     """The row (locked until the transaction ends when `lock`), named on every later log line."""
-    row = _locked_row(session, inbox_id) if lock else session.get(WebhookEvent, inbox_id)
-    if row is None:
-        raise InboxRowMissingError(f"webhook_events row {inbox_id} does not exist")
+    row = _present(
+        _locked_row(session, inbox_id) if lock else session.get(WebhookEvent, inbox_id), inbox_id
+    )
     # Every later log line of this task names the event it works for.
     structlog.contextvars.bind_contextvars(
         inbox_id=inbox_id, provider=row.provider, event_id=row.event_id
@@ -34,7 +34,10 @@ def get(session: Session, inbox_id: int, *, lock: bool = False) -> WebhookEvent:
 
 def lock(session: Session, inbox_id: int) -> WebhookEvent:
     """The row, locked until the transaction ends: sibling handlers of one event finish in turn."""
-    row = _locked_row(session, inbox_id)
+    return _present(_locked_row(session, inbox_id), inbox_id)
+
+
+def _present(row: WebhookEvent | None, inbox_id: int) -> WebhookEvent:
     if row is None:
         raise InboxRowMissingError(f"webhook_events row {inbox_id} does not exist")
     return row
