@@ -72,6 +72,16 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def transaction_info(session: Session, key: str) -> dict[Any, Any]:
+    """A dict kept on `session` for its current transaction only (a new one starts empty): what
+    the transaction has locked or created, so later steps in it need not read it again."""
+    transaction = session.get_transaction()
+    held: tuple[object, dict[Any, Any]] | None = session.info.get(key)
+    if held is None or held[0] is not transaction:
+        held = session.info[key] = (transaction, {})
+    return held[1]
+
+
 def insert_ignoring_conflicts(dialect_name: str, table: Any) -> Any:
     """`INSERT ... ON CONFLICT DO NOTHING` for the backend in use (PostgreSQL or SQLite)."""
     from sqlalchemy.dialects import postgresql, sqlite

@@ -287,7 +287,8 @@ def process_event(inbox_id: int) -> list[str]:
     settings = runtime.settings()
     stepping = False
     try:
-        with session_scope(runtime.sessions()) as session:
+        # No autoflush: routing's changes to the row and the step's go out in one flush at commit.
+        with session_scope(runtime.sessions()) as session, session.no_autoflush:
             steps = route_event(session, inbox_id)
             following = steps[0] if steps else None
             if following is not None and unused(following, settings):

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from schemas.tables import Effect, InboxStatus, WebhookEvent, utcnow
-from workers.effects import handled_key, mark_handled
+from schemas.db import transaction_info
+from schemas.tables import InboxStatus, WebhookEvent, utcnow
+from workers.effects import handled, mark_handled, none_handled
 
 DONE = frozenset({InboxStatus.PROCESSED, InboxStatus.IGNORED})
-# session.info key: the rows this session's current transaction has locked.
+# transaction_info key: the rows this transaction has locked.
 _LOCKED = "hookfleet.locked_inbox_rows"
+# Statuses whose rows have no finished handlers: nothing has run yet, or a replay forgot them.
+_NOTHING_FINISHED = frozenset({InboxStatus.RECEIVED, InboxStatus.ENQUEUED})
 
 
 class InboxRowMissingError(LookupError):
@@ -45,14 +48,13 @@ def _present(row: WebhookEvent | None, inbox_id: int) -> WebhookEvent:
 
 def _locked_row(session: Session, inbox_id: int) -> WebhookEvent | None:
     """SELECT ... FOR UPDATE once per transaction: routing and the step after it share the lock."""
-    transaction = session.get_transaction()
-    held: tuple[object, set[int]] | None = session.info.get(_LOCKED)
-    if held is None or held[0] is not transaction:
-        held = session.info[_LOCKED] = (transaction, set())
-    if inbox_id in held[1]:
+    held = transaction_info(session, _LOCKED)
+    if inbox_id in held:
         return session.get(WebhookEvent, inbox_id)
     row = session.get(WebhookEvent, inbox_id, with_for_update=True)
-    held[1].add(inbox_id)
+    held[inbox_id] = True
+    if row is not None and row.status in _NOTHING_FINISHED:
+        none_handled(session, inbox_id)
     return row
 
 
@@ -84,9 +86,5 @@ def finish(session: Session, inbox_id: int, task_name: str) -> None:
 
 
 def finished_handlers(session: Session, inbox_id: int) -> set[str]:
-    prefix = handled_key(inbox_id, "")
-    # By inbox_id first (indexed): a LIKE prefix cannot use the key's index under most collations.
-    keys = session.scalars(
-        select(Effect.key).where(Effect.inbox_id == inbox_id, Effect.key.startswith(prefix))
-    )
-    return {key.removeprefix(prefix) for key in keys}
+    """Read once per transaction for a row it holds locked (routing and the step share it)."""
+    return handled(session, inbox_id, remember=inbox_id in transaction_info(session, _LOCKED))

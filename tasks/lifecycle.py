@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, insert, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from schemas.clerk_events import ClerkEvent, ClerkUser
-from schemas.db import insert_ignoring_conflicts, session_scope
+from schemas.db import insert_ignoring_conflicts, session_scope, transaction_info
 from schemas.settings import Settings
 from schemas.stripe_events import CheckoutSession, Invoice, StripeEvent, Subscription, from_unix
 from schemas.tables import Member, Membership, utcnow
@@ -34,6 +34,8 @@ ACTOR = "stripe"
 VISIBLE_STATUSES = frozenset({Status.ACTIVE, Status.PAST_DUE, Status.CANCEL_SCHEDULED})
 STARTING_STATUSES = frozenset({Status.ACTIVE, Status.PENDING})
 PAID_CHECKOUT = frozenset({"paid", "no_payment_required"})
+# transaction_info key: members this transaction inserted that have no stored membership yet.
+_NEW_MEMBERS = "hookfleet.new_members"
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ def upsert_member(
         )
         if member is None:  # lost an insert race on the customer or email to a concurrent event
             return upsert_member(session, customer_id=customer_id, email=email, name=name)
+        transaction_info(session, _NEW_MEMBERS)[member.id] = True
     if email and member.email is None:
         other = _locked_member(session, (Member.email == email) & (Member.id != member.id))
         if other is None or _merge_into(session, member, other):
@@ -201,6 +204,10 @@ def _merge_into(session: Session, keep: Member, other: Member) -> bool:
 
 
 def _locked_membership(session: Session, member: Member) -> Membership:
+    """The member's membership, locked; for a member this transaction created, a new one not yet
+    stored (`_stored` inserts it with the change already on it: no UPDATE right after the INSERT)."""
+    if member.id in transaction_info(session, _NEW_MEMBERS):
+        return Membership(member_id=member.id, status=Status.PENDING, cancel_at_period_end=False)
     query = select(Membership).where(Membership.member_id == member.id).with_for_update()
     membership = session.scalar(query)
     if membership is None:
@@ -214,6 +221,16 @@ def _locked_membership(session: Session, member: Member) -> Membership:
             or session.scalars(query).one()
         )  # a concurrent event made it first
     return membership
+
+
+def _stored(session: Session, membership: Membership) -> Membership:
+    """The membership as a stored row (its id is what the audit names)."""
+    if membership.id is not None:
+        return membership
+    given = inspect(membership).dict
+    values = {c.key: given[c.key] for c in inspect(Membership).column_attrs if c.key in given}
+    transaction_info(session, _NEW_MEMBERS).pop(membership.member_id, None)
+    return session.scalars(insert(Membership).values(**values).returning(Membership)).one()
 
 
 def apply_change(
@@ -230,6 +247,7 @@ def apply_change(
         target = current
     skip = _skip_reason(membership, current, target, switching, event)
     if skip is not None:
+        membership = _stored(session, membership)
         _audit(
             session,
             f"membership.{skip}",
@@ -260,6 +278,7 @@ def apply_change(
     membership.last_event_at = event.created_at
     membership.last_event_id = event.id
     member.visible = target in VISIBLE_STATUSES
+    membership = _stored(session, membership)
     action = "membership.status_changed" if target is not current else "membership.updated"
     _audit(
         session,

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.db import insert_ignoring_conflicts, session_scope
+from schemas.db import insert_ignoring_conflicts, session_scope, transaction_info
 from schemas.tables import Effect, utcnow
 from workers.logging import get_logger
 
@@ -27,9 +27,36 @@ class EffectState:
     DONE = "done"
 
 
+# transaction_info key: per inbox row, the handlers known to have finished, kept only for rows the
+# transaction holds locked (no other transaction can mark them meanwhile) and updated by the marks.
+_KNOWN_HANDLED = "hookfleet.known_handled"
+
+
 def handled_key(inbox_id: int, task_name: str) -> str:
     """The marker a handler task leaves on its inbox event when it has finished."""
     return f"handled:{inbox_id}:{task_name}"
+
+
+def handled(session: Session, inbox_id: int, *, remember: bool = False) -> set[str]:
+    """The handlers marked finished for `inbox_id`; `remember` (the caller holds the row locked)
+    keeps them for the rest of the transaction, so the step after routing need not read again."""
+    known: dict[int, set[str]] = transaction_info(session, _KNOWN_HANDLED)
+    if inbox_id in known:
+        return set(known[inbox_id])
+    prefix = handled_key(inbox_id, "")
+    # By inbox_id first (indexed): a LIKE prefix cannot use the key's index under most collations.
+    keys = session.scalars(
+        select(Effect.key).where(Effect.inbox_id == inbox_id, Effect.key.startswith(prefix))
+    )
+    finished = {key.removeprefix(prefix) for key in keys}
+    if remember:
+        known[inbox_id] = set(finished)
+    return finished
+
+
+def none_handled(session: Session, inbox_id: int) -> None:
+    """The caller holds the row locked and knows it has no marks (nothing has run on it yet)."""
+    transaction_info(session, _KNOWN_HANDLED)[inbox_id] = set()
 
 
 def _insert(session: Session, **values: Any) -> bool:
@@ -84,6 +111,9 @@ def mark_handled(session: Session, inbox_id: int, *task_names: str) -> None:
     """Record that `task_names` finished for `inbox_id`, in one statement (a repeat is a no-op)."""
     if not task_names:
         return
+    known = transaction_info(session, _KNOWN_HANDLED).get(inbox_id)
+    if known is not None:
+        known.update(task_names)
     now = utcnow()
     dialect = session.get_bind().dialect.name
     # A list of parameter sets, not .values([...]): the statement is compiled once and cached.
@@ -105,6 +135,7 @@ def mark_handled(session: Session, inbox_id: int, *task_names: str) -> None:
 
 def forget_handled(session: Session, inbox_id: int) -> None:
     """Before an inbox event is processed again, its handlers must count as not yet finished."""
+    transaction_info(session, _KNOWN_HANDLED).pop(inbox_id, None)
     session.execute(
         delete(Effect).where(Effect.inbox_id == inbox_id, Effect.key.startswith("handled:"))
     )
