@@ -379,25 +379,29 @@ def _is_stale_for(member: Member, at: datetime) -> bool:
 def link_clerk_user(session: Session, user: ClerkUser, at: datetime, inbox_id: int) -> str:
     """Create the member, or link the one a Stripe checkout already made for the same email."""
     email = user.primary_email
-    member = _clerk_member(session, user)
-    if member is None and email:
-        member = _locked_member(session, Member.email == email)
-        if member is not None and member.clerk_user_id not in (None, user.id):
-            log.warning("lifecycle.email_has_other_clerk_user")
-            return "email_taken"
-    if member is None:
-        dialect = session.get_bind().dialect.name
-        session.execute(
-            insert_ignoring_conflicts(dialect, Member).values(
-                clerk_user_id=user.id, email=email, name=user.name
-            )
-        )
+    dialect = session.get_bind().dialect.name
+    # An insert that lost the address (or the user id) to a concurrent checkout or event of this
+    # user looks again, once: the row it waited for is committed and is the one to link.
+    for _ in range(2):
         member = _clerk_member(session, user)
-        if member is None:
-            return "email_taken"  # a concurrent sign-up holds the address
-        action = "member.created"
+        if member is None and email:
+            member = _locked_member(session, Member.email == email)
+            if member is not None and member.clerk_user_id not in (None, user.id):
+                log.warning("lifecycle.email_has_other_clerk_user")
+                return "email_taken"
+        if member is not None:
+            action = "member.linked"
+            break
+        member = session.scalar(
+            insert_ignoring_conflicts(dialect, Member)
+            .values(clerk_user_id=user.id, email=email, name=user.name)
+            .returning(Member)
+        )
+        if member is not None:
+            action = "member.created"
+            break
     else:
-        action = "member.linked"
+        return "email_taken"  # taken again by a row that was gone when looked for
     if _is_stale_for(member, at) and action == "member.linked":
         return "stale_event"
     member.clerk_user_id = user.id

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from schemas.clerk_events import ClerkUser
 from schemas.tables import AuditEntry, Member, WebhookEvent
 from tasks.lifecycle import anonymise_member, link_clerk_user, update_clerk_user
+from tests.support.processes import wait_until
 from workers.sandbox.clerk_webhooks import build_user_event, clerk_user_id, encode
 
 AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -64,6 +66,40 @@ def test_clerk_user_links_the_member_a_checkout_created_for_the_same_email(
     link_clerk_user(db_session, _user(user_id, email), AT, _inbox(db_session))
 
     assert _member(db_session, user_id).id == paid.id
+
+
+def test_sign_up_racing_a_checkout_for_its_email_links_the_member_the_checkout_made(
+    pg_engine: Engine,
+) -> None:
+    email, user_id = _email(), clerk_user_id()
+    outcome: list[str] = []
+    with Session(pg_engine) as checkout, Session(pg_engine) as signup:
+        checkout.add(Member(email=email, stripe_customer_id=f"cus_T{secrets.token_hex(6)}"))
+        checkout.flush()  # the address is taken, not yet committed
+        inbox_id = _inbox(signup)
+        waiter = signup.scalar(text("SELECT pg_backend_pid()"))
+
+        def link() -> None:
+            outcome.append(link_clerk_user(signup, _user(user_id, email), AT, inbox_id))
+            signup.commit()
+
+        thread = threading.Thread(target=link)
+        thread.start()
+        wait_until(
+            lambda: checkout.scalar(
+                text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted"),
+                {"pid": waiter},
+            ),
+            timeout=10,
+            what="the sign-up's insert waiting on the checkout's row",
+        )
+        checkout.commit()
+        thread.join(timeout=10)
+
+    with Session(pg_engine) as session:
+        linked = session.scalars(select(Member).where(Member.email == email)).all()
+    assert outcome == ["applied"]
+    assert [member.clerk_user_id for member in linked] == [user_id]
 
 
 def test_new_primary_email_is_applied_and_an_older_update_is_stale(db_session: Session) -> None:
