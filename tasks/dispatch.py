@@ -195,9 +195,10 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
 
 def next_step(session: Session, inbox_id: int) -> str | None:
     """The first step of the event's pipeline that has not finished, if any."""
-    remaining = _unfinished(
-        inbox.get(session, inbox_id), inbox.finished_handlers(session, inbox_id)
-    )
+    row = inbox.get(session, inbox_id)
+    if row.status in inbox.DONE:
+        return None
+    remaining = _unfinished(row, inbox.finished_handlers(session, inbox_id))
     return remaining[0] if remaining else None
 
 
@@ -223,6 +224,8 @@ def finish_step(
     """
     settings = settings or runtime.settings()
     row = inbox.lock(session, inbox_id)
+    if row.status in inbox.DONE:  # a step delivered again after the event was processed
+        return None
     done = inbox.finished_handlers(session, inbox_id)
     finishing = [task_name] if task_name is not None and task_name not in done else []
     done.update(finishing)
