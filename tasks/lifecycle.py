@@ -64,15 +64,19 @@ def apply_checkout(session: Session, event: StripeEvent, inbox_id: int, settings
     if checkout.mode != "subscription" or not checkout.customer or not checkout.subscription:
         _audit(session, "checkout.not_a_subscription", "checkout", checkout.id, inbox_id, event)
         return "not_a_subscription"
-    member = upsert_member(
-        session, customer_id=checkout.customer, email=checkout.email, name=checkout.name
-    )
     price_id = checkout.metadata.get("price_id")
     change = Change(
         status=Status.ACTIVE if checkout.payment_status in PAID_CHECKOUT else Status.PENDING,
         subscription_id=checkout.subscription,
         price_id=price_id,
         tier=tier_for_price(settings, price_id) if price_id else None,
+    )
+    member = upsert_member(
+        session,
+        customer_id=checkout.customer,
+        email=checkout.email,
+        name=checkout.name,
+        visible=_visible_when_new(change),
     )
     return apply_change(session, member, change, event, inbox_id)
 
@@ -83,7 +87,6 @@ def apply_subscription(
     subscription = Subscription.model_validate(event.data.object)
     scheduled = subscription.cancel_at_period_end or subscription.cancel_at is not None
     status = from_stripe_subscription(subscription.status, cancel_scheduled=scheduled)
-    member = upsert_member(session, customer_id=subscription.customer, email=None, name=None)
     price_id = subscription.price_id
     change = Change(
         status=status,
@@ -94,6 +97,13 @@ def apply_subscription(
         cancel_at_period_end=subscription.cancel_at_period_end,
         deactivate_at=from_unix(subscription.cancel_at) or subscription.period_end,
     )
+    member = upsert_member(
+        session,
+        customer_id=subscription.customer,
+        email=None,
+        name=None,
+        visible=_visible_when_new(change),
+    )
     return apply_change(session, member, change, event, inbox_id)
 
 
@@ -103,14 +113,18 @@ def _invoice_handler(status: Status, only_from: frozenset[Status] | None) -> Han
         if invoice.subscription_id is None:
             _audit(session, "invoice.not_a_subscription", "invoice", invoice.id, inbox_id, event)
             return "not_a_subscription"
-        member = upsert_member(
-            session, customer_id=invoice.customer, email=invoice.customer_email, name=None
-        )
         change = Change(
             status=status,
             subscription_id=invoice.subscription_id,
             only_from=only_from,
             period_end=invoice.period_end,
+        )
+        member = upsert_member(
+            session,
+            customer_id=invoice.customer,
+            email=invoice.customer_email,
+            name=None,
+            visible=_visible_when_new(change),
         )
         return apply_change(session, member, change, event, inbox_id)
 
@@ -137,9 +151,15 @@ def _locked_member(session: Session, condition: ColumnElement[bool]) -> Member |
 
 
 def upsert_member(
-    session: Session, *, customer_id: str, email: str | None, name: str | None
+    session: Session,
+    *,
+    customer_id: str,
+    email: str | None,
+    name: str | None,
+    visible: bool = False,
 ) -> Member:
-    """Find the member by Stripe customer id, else by email (a Clerk sign-up), else create it.
+    """Find the member by Stripe customer id, else by email (a Clerk sign-up), else create it
+    (`visible` from the start when the change will make it so: no UPDATE right after the INSERT).
 
     The row is locked for the rest of the transaction, so two events of one customer processed
     at the same time apply one after the other.
@@ -164,11 +184,13 @@ def upsert_member(
         dialect = session.get_bind().dialect.name
         member = session.scalar(
             insert_ignoring_conflicts(dialect, Member)
-            .values(stripe_customer_id=customer_id, email=email, name=name)
+            .values(stripe_customer_id=customer_id, email=email, name=name, visible=visible)
             .returning(Member)
         )
         if member is None:  # lost an insert race on the customer or email to a concurrent event
-            return upsert_member(session, customer_id=customer_id, email=email, name=name)
+            return upsert_member(
+                session, customer_id=customer_id, email=email, name=name, visible=visible
+            )
         transaction_info(session, _NEW_MEMBERS)[member.id] = True
     if email and member.email is None:
         other = _locked_member(session, (Member.email == email) & (Member.id != member.id))
@@ -242,11 +264,11 @@ def apply_change(
     if membership.last_event_id == event.id:
         return "already_applied"
     switching = change.subscription_id != membership.stripe_subscription_id
-    target = change.status
-    if change.only_from is not None and current not in change.only_from:
-        target = current
+    target = _target(change, current)
     skip = _skip_reason(membership, current, target, switching, event)
     if skip is not None:
+        if membership.id is None:  # a member created for this change, which did not apply
+            member.visible = False
         membership = _stored(session, membership)
         _audit(
             session,
@@ -293,6 +315,19 @@ def apply_change(
     )
     log.info("lifecycle.applied", previous=current, status=target, tier=membership.tier)
     return "applied"
+
+
+def _target(change: Change, current: Status) -> Status:
+    """The status `change` moves a membership at `current` to."""
+    if change.only_from is not None and current not in change.only_from:
+        return current
+    return change.status
+
+
+def _visible_when_new(change: Change) -> bool:
+    """Whether a member created for `change` ends up visible (its new membership starts pending;
+    should the change be refused, apply_change hides the member again)."""
+    return _target(change, Status.PENDING) in VISIBLE_STATUSES
 
 
 def _fill_gaps(membership: Membership, change: Change) -> None:
