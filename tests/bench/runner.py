@@ -552,6 +552,7 @@ def fleet_parts(
     e2e_runs = []
     for number in range(config.runs):
         fleet_bench.purge(database_url, redis)  # a backlog left by the run before is not this one's
+        fleet_bench.vacuum(database_url)
         run = fleet_bench.end_to_end(
             gateway.url,
             database_url,
