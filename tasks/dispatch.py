@@ -176,6 +176,8 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
     if envelope is not None:
         envelope.model_validate_json(row.body)
     row.attempts += 1
+    if row.enqueued_at is None:  # taken before the relay's mark reached it (the relay skips it)
+        row.enqueued_at = utcnow()
     handlers = DISPATCH.get((row.provider, row.event_type), ())
     row.handler_count = len(handlers)
     # After a lost message or a sweep, send only the handlers that have not finished yet.

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy import case, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -115,10 +115,18 @@ class Relay:
         try:
             async with self._engine.begin() as connection:
                 # A worker may have taken the message and moved the row on already: its status
-                # stays, but when it went to the broker is recorded all the same.
+                # stays, but when it went to the broker is recorded all the same. A row a worker
+                # holds locked right now is skipped (the worker records the time instead): waiting
+                # on it would stall the relay, and the rows this UPDATE had locked would stall the
+                # other workers in turn.
+                free = (
+                    select(WebhookEvent.id)
+                    .where(WebhookEvent.id.in_(inbox_ids), WebhookEvent.enqueued_at.is_(None))
+                    .with_for_update(skip_locked=True)
+                )
                 await connection.execute(
                     update(WebhookEvent)
-                    .where(WebhookEvent.id.in_(inbox_ids), WebhookEvent.enqueued_at.is_(None))
+                    .where(WebhookEvent.id.in_(free))
                     .values(
                         status=case(
                             (WebhookEvent.status == InboxStatus.RECEIVED, InboxStatus.ENQUEUED),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.orm import Session
 
-from schemas.tables import InboxStatus, WebhookEvent
+from schemas.tables import InboxStatus, WebhookEvent, utcnow
 from tasks import dispatch
 from tasks.clients import SERVICE_KEYS
 from tasks.dispatch import (
@@ -76,6 +77,20 @@ def test_event_is_processed_only_when_its_last_handler_finishes(db_session: Sess
     assert row.status == InboxStatus.DISPATCHED
     finish(db_session, row.id, last)
     assert row.status == InboxStatus.PROCESSED
+
+
+def test_an_event_taken_before_the_relay_marked_it_gets_its_enqueued_time_from_the_worker(
+    db_session: Session,
+) -> None:
+    row = _stored(db_session, "invoice.paid")
+    marked = _stored(db_session, "invoice.paid")
+    marked.enqueued_at = at = utcnow() - timedelta(seconds=5)
+
+    route_event(db_session, row.id)
+    route_event(db_session, marked.id)
+
+    assert row.enqueued_at is not None
+    assert marked.enqueued_at == at
 
 
 def test_the_next_step_is_the_first_unfinished_one_in_pipeline_order(db_session: Session) -> None:

@@ -127,6 +127,35 @@ def test_a_row_a_worker_finished_before_the_relay_marked_it_keeps_its_status_and
     assert all(row.enqueued_at is not None for row in rows)
 
 
+def test_a_row_a_worker_holds_locked_is_skipped_by_the_mark_instead_of_waited_for(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    held: list[int] = []
+
+    class LockingWorker(Broker):
+        """Publishes; a worker takes the first row and holds its lock past the relay's mark."""
+
+        def __init__(self, session: Session) -> None:
+            super().__init__()
+            self.session = session
+
+        async def __call__(self, inbox_ids: Sequence[int]) -> Sequence[int]:
+            published = await super().__call__(inbox_ids)
+            if not held:
+                held.append(published[0])
+                self.session.get(WebhookEvent, published[0], with_for_update=True)
+            return published
+
+    with Session(pg_engine) as worker, worker.begin():
+        ids = _deliver(pg_settings, LockingWorker(worker), 12)  # returns: the mark did not wait
+
+        rows = {row.id: row for row in _rows(pg_engine, ids)}
+        assert rows[held[0]].status == InboxStatus.RECEIVED
+        assert rows[held[0]].enqueued_at is None
+        others = [row for inbox_id, row in rows.items() if inbox_id != held[0]]
+        assert {row.status for row in others} == {InboxStatus.ENQUEUED}
+
+
 def test_batches_are_no_larger_than_the_limit(pg_settings: Settings) -> None:
     broker = Broker()
 
