@@ -44,6 +44,14 @@ def database_url(services: None) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    """A sandbox of this module's own: the session's shared fleet keeps running (its beat sweeps
+    the shared inbox) and calls the shared sandbox, where it took a fault meant for a test here."""
+    with SandboxServer(tmp_path_factory.mktemp("faults-sandbox")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def pg_engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(make_settings(database_url=database_url))
     yield engine
