@@ -10,12 +10,13 @@ up where it stopped. A type a provider module accepts but that is absent here is
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import structlog
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from schemas.db import session_scope
+from schemas.db import session_scope, transaction_info
 from schemas.settings import Settings
 from schemas.stripe_events import StripeEvent
 from schemas.tables import InboxStatus, WebhookEvent, utcnow
@@ -150,6 +151,8 @@ IGNORED = frozenset((provider, t) for provider, types in IGNORED_TYPES.items() f
 
 # The envelope a provider's body must parse into before anything runs on it (where we act on it).
 ENVELOPES: dict[str, type[BaseModel]] = {"stripe": StripeEvent}
+Envelope = TypeVar("Envelope", bound=BaseModel)
+_PARSED = "hookfleet.parsed_bodies"  # transaction_info key: (inbox id, model) -> parsed body
 
 # Steps whose whole work is a call to one provider: where the platform does not use that provider
 # (its key is unset), the step is marked finished without sending a task for it.
@@ -174,7 +177,7 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
         return ()
     envelope = ENVELOPES.get(row.provider)
     if envelope is not None:
-        envelope.model_validate_json(row.body)
+        parsed(session, row, envelope)
     row.attempts += 1
     if row.enqueued_at is None:  # taken before the relay's mark reached it (the relay skips it)
         row.enqueued_at = utcnow()
@@ -193,6 +196,17 @@ def route_event(session: Session, inbox_id: int) -> tuple[str, ...]:
         row.status, row.processed_at = InboxStatus.IGNORED, utcnow()
     log.info("event.routed", event_type=row.event_type, tasks=list(names))
     return names
+
+
+def parsed(session: Session, row: WebhookEvent, model: type[Envelope]) -> Envelope:
+    """The row's body as `model`, parsed once per transaction (routing validates it, and the
+    database step run in the same transaction reads it)."""
+    cache = transaction_info(session, _PARSED)
+    key = (row.id, model)
+    if key not in cache:
+        cache[key] = model.model_validate_json(row.body)
+    result: Envelope = cache[key]
+    return result
 
 
 def next_step(session: Session, inbox_id: int) -> str | None:

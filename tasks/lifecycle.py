@@ -21,7 +21,7 @@ from schemas.settings import Settings
 from schemas.stripe_events import CheckoutSession, Invoice, StripeEvent, Subscription, from_unix
 from schemas.tables import Member, Membership, utcnow
 from tasks import inbox
-from tasks.dispatch import StepBody, database_step, finish_step, run_step
+from tasks.dispatch import StepBody, database_step, finish_step, parsed, run_step
 from tasks.membership_states import Status, from_stripe_subscription, is_allowed, is_stale
 from workers import runtime
 from workers.audit import audit
@@ -538,7 +538,7 @@ def stripe_step(task_name: str, handler: Handler) -> StepBody:
 
     def body(session: Session, inbox_id: int) -> tuple[str, str | None]:
         row = inbox.get(session, inbox_id)
-        event = StripeEvent.model_validate_json(row.body)
+        event = parsed(session, row, StripeEvent)
         outcome = handler(session, event, inbox_id, runtime.settings())
         return outcome, finish_step(session, inbox_id, task_name)
 
