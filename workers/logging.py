@@ -77,10 +77,13 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn installs its own plain-text handlers; route its lines through ours instead.
+    # uvicorn installs its own plain-text handlers; route its lines through ours instead. A logger
+    # uvicorn has switched off (`--no-access-log`: no handlers, no propagation) stays off.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        if logger.handlers or logger.propagate:
+            logger.handlers[:] = []
+            logger.propagate = True
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _DropQueryStrings) for f in access.filters):
         access.addFilter(_DropQueryStrings())
