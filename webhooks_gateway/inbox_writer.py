@@ -20,12 +20,13 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Executable, text
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import text
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.db import insert_ignoring_conflicts
 from schemas.tables import InboxStatus, WebhookEvent, utcnow
+from webhooks_gateway.kept_connection import KeptConnection
 from workers.logging import get_logger
 
 log = get_logger(__name__)
@@ -111,7 +112,7 @@ class InboxWriter:
 
     async def _run(self) -> None:
         assert self._queue is not None
-        kept = _KeptConnection(self._engine)
+        kept = KeptConnection(self._engine)
         try:
             while True:
                 batch = [await self._queue.get()]
@@ -132,7 +133,7 @@ class InboxWriter:
         finally:
             await kept.close()
 
-    async def _commit(self, batch: list[_Pending], kept: _KeptConnection) -> None:
+    async def _commit(self, batch: list[_Pending], kept: KeptConnection) -> None:
         try:
             inserted = await self._insert([row for pending in batch for row in pending.rows], kept)
         except (IntegrityError, DataError) as exc:
@@ -159,7 +160,7 @@ class InboxWriter:
                 pending.done.set_result(ids)
 
     async def _insert(
-        self, rows: list[InboxRow], kept: _KeptConnection
+        self, rows: list[InboxRow], kept: KeptConnection
     ) -> dict[tuple[str, str], int]:
         now = utcnow()
         first_of_key: dict[tuple[str, str], InboxRow] = {}
@@ -178,48 +179,6 @@ class InboxWriter:
         if inserted:
             self._on_commit(sorted(inserted.values()))
         return inserted
-
-
-class _KeptConnection:
-    """One writer's PostgreSQL connection, kept between batches in autocommit, where the single
-    INSERT commits itself: a batch is one round trip. A pool checkout, a liveness ping, BEGIN and
-    COMMIT would each wait their turn on a busy event loop (measured: most of the ack latency).
-
-    A connection that fails is dropped. One kept from before a database restart fails on first
-    use; that batch is tried once more on a fresh connection. Had the lost INSERT committed after
-    all, the retry finds the rows and answers duplicate: stored either way, and the inbox sweep
-    publishes what the relay then never saw.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._connection: AsyncConnection | None = None
-
-    async def execute(self, statement: Executable, params: dict[str, Any]) -> list[Any]:
-        was_kept = self._connection is not None
-        try:
-            return await self._execute(statement, params)
-        except DBAPIError as exc:
-            if not (was_kept and exc.connection_invalidated):
-                raise
-        return await self._execute(statement, params)
-
-    async def _execute(self, statement: Executable, params: dict[str, Any]) -> list[Any]:
-        if self._connection is None:
-            connection = await self._engine.connect()
-            self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            result = await self._connection.execute(statement, params)
-            return list(result)
-        except BaseException:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
 
 
 # PostgreSQL: one statement whose text never changes, the batch passed as arrays. A multi-row

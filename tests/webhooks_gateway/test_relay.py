@@ -165,6 +165,25 @@ def test_batches_are_no_larger_than_the_limit(pg_settings: Settings) -> None:
     assert max(len(batch) for batch in broker.batches) <= 7
 
 
+def test_rows_committed_within_the_linger_go_out_in_one_batch(pg_settings: Settings) -> None:
+    broker = Broker()
+
+    async def main() -> None:
+        engine = make_async_engine(pg_settings)
+        relay = Relay(engine, broker, linger_seconds=0.3)
+        await relay.start()
+        relay.add([1])
+        await asyncio.sleep(0.05)
+        relay.add([2, 3])
+        await relay.drained()
+        await relay.stop()
+        await engine.dispose()
+
+    asyncio.run(main())
+
+    assert broker.batches == [[1, 2, 3]]
+
+
 def test_rows_the_broker_did_not_take_stay_received_and_the_sweep_publishes_them(
     pg_settings: Settings, pg_engine: Engine, db_session: Session
 ) -> None:

@@ -1,0 +1,55 @@
+"""A PostgreSQL connection a gateway task keeps for itself, for single statements in autocommit."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from sqlalchemy import Executable
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+class KeptConnection:
+    """One task's PostgreSQL connection, kept between uses in autocommit, where a single statement
+    commits itself: one round trip (the inbox writer's INSERT, the relay's mark). A pool checkout,
+    a liveness ping, BEGIN and COMMIT would each wait their turn on a busy event loop (measured:
+    most of the ack latency), and each costs a wake-up of the process.
+
+    A connection that fails is dropped. One kept from before a database restart fails on first
+    use; the statement is tried once more on a fresh connection. (The writer's INSERT, had the lost
+    one committed after all, then finds its rows and answers duplicate: stored either way, and the
+    inbox sweep publishes what the relay never saw.)
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def execute(
+        self, statement: Executable, params: dict[str, Any] | None = None
+    ) -> list[Any]:
+        was_kept = self._connection is not None
+        try:
+            return await self._execute(statement, params)
+        except DBAPIError as exc:
+            if not (was_kept and exc.connection_invalidated):
+                raise
+        return await self._execute(statement, params)
+
+    async def _execute(self, statement: Executable, params: dict[str, Any] | None) -> list[Any]:
+        if self._connection is None:
+            connection = await self._engine.connect()
+            self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            result = await self._connection.execute(statement, params)
+            return list(result) if result.returns_rows else []
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
