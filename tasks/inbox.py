@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from schemas.db import transaction_info
@@ -17,6 +17,13 @@ DONE = frozenset({InboxStatus.PROCESSED, InboxStatus.IGNORED})
 _LOCKED = "hookfleet.locked_inbox_rows"
 # Statuses whose rows have no finished handlers: nothing has run yet, or a replay forgot them.
 _NOTHING_FINISHED = frozenset({InboxStatus.RECEIVED, InboxStatus.ENQUEUED})
+# Built once: Session.get(..., with_for_update=True) builds and keys its query on every call.
+_LOCK = (
+    select(WebhookEvent)
+    .where(WebhookEvent.id == bindparam("inbox_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 class InboxRowMissingError(LookupError):
@@ -51,7 +58,7 @@ def _locked_row(session: Session, inbox_id: int) -> WebhookEvent | None:
     held = transaction_info(session, _LOCKED)
     if inbox_id in held:
         return session.get(WebhookEvent, inbox_id)
-    row = session.get(WebhookEvent, inbox_id, with_for_update=True)
+    row = session.scalars(_LOCK, {"inbox_id": inbox_id}).one_or_none()
     held[inbox_id] = True
     if row is not None and row.status in _NOTHING_FINISHED:
         none_handled(session, inbox_id)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, insert, inspect, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Table, insert, inspect, or_, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from schemas.clerk_events import ClerkEvent, ClerkUser
 from schemas.db import insert_ignoring_conflicts, session_scope, transaction_info
@@ -181,11 +182,9 @@ def upsert_member(
         elif member is not None:
             member.stripe_customer_id = customer_id
     if member is None:
-        dialect = session.get_bind().dialect.name
         member = session.scalar(
-            insert_ignoring_conflicts(dialect, Member)
-            .values(stripe_customer_id=customer_id, email=email, name=name, visible=visible)
-            .returning(Member)
+            _insert_member(session.get_bind().dialect.name),
+            {"stripe_customer_id": customer_id, "email": email, "name": name, "visible": visible},
         )
         if member is None:  # lost an insert race on the customer or email to a concurrent event
             return upsert_member(
@@ -199,6 +198,19 @@ def upsert_member(
     if name and member.name is None:
         member.name = name
     return member
+
+
+_INSERT_MEMBERSHIP = insert(cast(Table, Membership.__table__)).returning(Membership.id)
+
+
+@cache
+def _insert_member(dialect_name: str) -> Any:
+    """Built once per dialect, executed with the values as parameters, its row loaded as a Member
+    the way a SELECT's is (the ORM's INSERT ... RETURNING of the entity rebuilt and re-keyed its
+    statement on every sign-up)."""
+    table = cast(Table, Member.__table__)
+    inserted = insert_ignoring_conflicts(dialect_name, table).returning(*table.c)
+    return select(Member).from_statement(inserted)
 
 
 def _merge_into(session: Session, keep: Member, other: Member) -> bool:
@@ -246,13 +258,19 @@ def _locked_membership(session: Session, member: Member) -> Membership:
 
 
 def _stored(session: Session, membership: Membership) -> Membership:
-    """The membership as a stored row (its id is what the audit names)."""
+    """The membership as a stored row (its id is what the audit names): a new one is inserted
+    now with the change already on it, by a statement built once (the ORM's INSERT ... RETURNING
+    of the entity rebuilt and re-keyed its statement on every sign-up)."""
     if membership.id is not None:
         return membership
+    transaction_info(session, _NEW_MEMBERS).pop(membership.member_id, None)
     given = inspect(membership).dict
     values = {c.key: given[c.key] for c in inspect(Membership).column_attrs if c.key in given}
-    transaction_info(session, _NEW_MEMBERS).pop(membership.member_id, None)
-    return session.scalars(insert(Membership).values(**values).returning(Membership)).one()
+    membership.id = session.execute(_INSERT_MEMBERSHIP, values).scalar_one()
+    # Persistent from here, as if just loaded: later changes to it are flushed as an UPDATE.
+    make_transient_to_detached(membership)
+    session.add(membership)
+    return membership
 
 
 def apply_change(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from schemas.tables import AuditEntry
+
+_INSERT = insert(cast(Table, AuditEntry.__table__))
 
 
 def audit(
@@ -21,9 +23,10 @@ def audit(
     **detail: Any,
 ) -> None:
     # One INSERT now, in the caller's transaction; no ORM object to track and flush (an audit row
-    # is never changed), and a compiled statement cached for every call.
+    # is never changed). On the table, not the entity: the ORM's bulk path would add RETURNING
+    # and rebuild the parameters (measured: 8% of a worker's CPU per signup).
     session.execute(
-        insert(AuditEntry),
+        _INSERT,
         {
             "actor": actor,
             "action": action,

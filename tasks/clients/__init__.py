@@ -20,6 +20,7 @@ def configured(service: str, settings: Settings) -> bool:
 
 def not_configured(service: str) -> str:
     """A provider the platform does not use (no key set) is skipped, not dead-lettered; one set up
-    only in part (a key but no list or template) still fails loudly inside its client."""
-    _log.info("provider.not_configured", service=service)
+    only in part (a key but no list or template) still fails loudly inside its client. Debug, not
+    info: it is so for every event of the deployment, and would be half of the worker's lines."""
+    _log.debug("provider.not_configured", service=service)
     return f"{service}_not_configured"
