@@ -200,14 +200,14 @@ def upsert_member(
     return member
 
 
+# The sign-up's INSERTs are built once and run with the values as parameters: the ORM's
+# INSERT ... RETURNING of an entity rebuilt and re-keyed its statement on every sign-up.
 _INSERT_MEMBERSHIP = insert(cast(Table, Membership.__table__)).returning(Membership.id)
 
 
 @cache
 def _insert_member(dialect_name: str) -> Any:
-    """Built once per dialect, executed with the values as parameters, its row loaded as a Member
-    the way a SELECT's is (the ORM's INSERT ... RETURNING of the entity rebuilt and re-keyed its
-    statement on every sign-up)."""
+    """The member INSERT for the dialect, its row loaded as a Member the way a SELECT's is."""
     table = cast(Table, Member.__table__)
     inserted = insert_ignoring_conflicts(dialect_name, table).returning(*table.c)
     return select(Member).from_statement(inserted)
@@ -259,8 +259,7 @@ def _locked_membership(session: Session, member: Member) -> Membership:
 
 def _stored(session: Session, membership: Membership) -> Membership:
     """The membership as a stored row (its id is what the audit names): a new one is inserted
-    now with the change already on it, by a statement built once (the ORM's INSERT ... RETURNING
-    of the entity rebuilt and re-keyed its statement on every sign-up)."""
+    now, with the change already on it."""
     if membership.id is not None:
         return membership
     transaction_info(session, _NEW_MEMBERS).pop(membership.member_id, None)
