@@ -170,11 +170,9 @@ class InboxWriter:
         if self._postgres:
             returned = await kept.execute(_PG_INSERT, _pg_params(unique, now))
         else:
-            async with self._engine.begin() as connection:
-                result = await connection.execute(
-                    self._statement, [_row_params(row, now) for row in unique]
-                )
-                returned = list(result)
+            returned = await kept.execute(
+                self._statement, [_row_params(row, now) for row in unique]
+            )
         inserted = {(provider, event_id): inbox_id for inbox_id, provider, event_id in returned}
         if inserted:
             self._on_commit(sorted(inserted.values()))

@@ -1,11 +1,11 @@
-"""A PostgreSQL connection a gateway task keeps for itself, for single statements in autocommit."""
+"""A database connection a gateway task keeps for itself, for single statements in autocommit."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import CursorResult, Executable
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -24,11 +24,15 @@ class KeptConnection:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
         self._connection: AsyncConnection | None = None
 
-    async def execute(
-        self, statement: Executable, params: dict[str, Any] | None = None
-    ) -> list[Any]:
+    async def execute(self, statement: Executable, params: Any = None) -> list[Any]:
+        """The statement's rows (none when it returns none), committed. SQLite keeps no
+        connection: each statement has a transaction of its own on a pooled one."""
+        if not self._postgres:
+            async with self._engine.begin() as connection:
+                return _rows(await connection.execute(statement, params))
         was_kept = self._connection is not None
         try:
             return await self._execute(statement, params)
@@ -37,13 +41,13 @@ class KeptConnection:
                 raise
         return await self._execute(statement, params)
 
-    async def _execute(self, statement: Executable, params: dict[str, Any] | None) -> list[Any]:
+    async def _execute(self, statement: Executable, params: Any) -> list[Any]:
         if self._connection is None:
             connection = await self._engine.connect()
             self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
         try:
             result = await self._connection.execute(statement, params)
-            return list(result) if result.returns_rows else []
+            return _rows(result)
         except BaseException:
             await self.close()
             raise
@@ -53,3 +57,7 @@ class KeptConnection:
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.close()
+
+
+def _rows(result: CursorResult[Any]) -> list[Any]:
+    return list(result) if result.returns_rows else []

@@ -52,8 +52,6 @@ class Relay:
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         linger_seconds: float = LINGER_SECONDS,
     ) -> None:
-        self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
         self._kept = KeptConnection(engine)
         self._linger_seconds = linger_seconds
         self._publish = publish
@@ -148,11 +146,7 @@ class Relay:
             )
         )
         try:
-            if self._postgres:  # one statement, its own transaction: one round trip
-                await self._kept.execute(mark)
-            else:
-                async with self._engine.begin() as connection:
-                    await connection.execute(mark)
+            await self._kept.execute(mark)  # one statement, its own transaction: one round trip
         except (SQLAlchemyError, OSError) as exc:
             # Published already; the sweep may publish them again, which processing tolerates.
             log.warning("relay.mark_enqueued_failed", exc_type=type(exc).__name__)
