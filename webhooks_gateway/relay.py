@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy import case, select, update
+from sqlalchemy import BigInteger, ColumnElement, Update, any_, bindparam, case, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -53,6 +54,7 @@ class Relay:
         linger_seconds: float = LINGER_SECONDS,
     ) -> None:
         self._kept = KeptConnection(engine)
+        self._mark = _mark_statement(engine.dialect.name)
         self._linger_seconds = linger_seconds
         self._publish = publish
         self._max_batch = max_batch
@@ -125,28 +127,40 @@ class Relay:
             await self._mark_enqueued(published)
 
     async def _mark_enqueued(self, inbox_ids: list[int]) -> None:
-        # A worker may have taken the message and moved the row on already: its status stays, but
-        # when it went to the broker is recorded all the same. A row a worker holds locked right
-        # now is skipped (the worker records the time instead): waiting on it would stall the
-        # relay, and the rows this UPDATE had locked would stall the other workers in turn.
-        free = (
-            select(WebhookEvent.id)
-            .where(WebhookEvent.id.in_(inbox_ids), WebhookEvent.enqueued_at.is_(None))
-            .with_for_update(skip_locked=True)
-        )
-        mark = (
-            update(WebhookEvent)
-            .where(WebhookEvent.id.in_(free))
-            .values(
-                status=case(
-                    (WebhookEvent.status == InboxStatus.RECEIVED, InboxStatus.ENQUEUED),
-                    else_=WebhookEvent.status,
-                ),
-                enqueued_at=utcnow(),
-            )
-        )
         try:
-            await self._kept.execute(mark)  # one statement, its own transaction: one round trip
+            # One statement, its own transaction: one round trip.
+            await self._kept.execute(self._mark, {"ids": inbox_ids, "now": utcnow()})
         except (SQLAlchemyError, OSError) as exc:
             # Published already; the sweep may publish them again, which processing tolerates.
             log.warning("relay.mark_enqueued_failed", exc_type=type(exc).__name__)
+
+
+def _mark_statement(dialect_name: str) -> Update:
+    """Mark published rows `enqueued`. A worker may have taken the message and moved the row on
+    already: its status stays, but when it went to the broker is recorded all the same. A row a
+    worker holds locked right now is skipped (the worker records the time instead): waiting on it
+    would stall the relay, and the rows this UPDATE had locked would stall the other workers."""
+    free = (
+        select(WebhookEvent.id)
+        .where(_id_in_batch(dialect_name), WebhookEvent.enqueued_at.is_(None))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(free))
+        .values(
+            status=case(
+                (WebhookEvent.status == InboxStatus.RECEIVED, InboxStatus.ENQUEUED),
+                else_=WebhookEvent.status,
+            ),
+            enqueued_at=bindparam("now"),
+        )
+    )
+
+
+def _id_in_batch(dialect_name: str) -> ColumnElement[bool]:
+    """PostgreSQL gets the ids as one array, so the statement's text is the same for every batch
+    size: an IN list has new text per size, which psycopg prepares afresh each time."""
+    if dialect_name == "postgresql":
+        return WebhookEvent.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    return WebhookEvent.id.in_(bindparam("ids", expanding=True))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis as redis_client
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session
 
 from schemas.db import make_async_engine
@@ -154,6 +154,36 @@ def test_a_row_a_worker_holds_locked_is_skipped_by_the_mark_instead_of_waited_fo
         assert rows[held[0]].enqueued_at is None
         others = [row for inbox_id, row in rows.items() if inbox_id != held[0]]
         assert {row.status for row in others} == {InboxStatus.ENQUEUED}
+
+
+def test_the_mark_sends_postgresql_one_statement_text_whatever_the_batch_size(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    """One text is parsed and prepared once; an IN list made a new text (and plan) per size."""
+    texts: set[str] = set()
+
+    def record(*args: Any) -> None:
+        statement = args[2]
+        if statement.lstrip().startswith("UPDATE webhook_events"):
+            texts.add(statement)
+
+    async def main() -> None:
+        engine = make_async_engine(pg_settings)
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        relay = Relay(engine, Broker(), linger_seconds=0)
+        writer = InboxWriter(engine, on_commit=relay.add)
+        await relay.start()
+        await writer.start()
+        for size in (1, 2, 5):
+            await asyncio.gather(*(writer.write([_row()]) for _ in range(size)))
+            await relay.drained()
+        await writer.stop()
+        await relay.stop()
+        await engine.dispose()
+
+    asyncio.run(main())
+
+    assert len(texts) == 1
 
 
 def test_batches_are_no_larger_than_the_limit(pg_settings: Settings) -> None:
