@@ -22,9 +22,12 @@ class KeptConnection:
     inbox sweep publishes what the relay never saw.)
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, custom_plans: bool = False) -> None:
+        """`custom_plans`: PostgreSQL plans each execution for its parameters and the tables' size
+        now, where a plan made once and kept could be wrong (see Relay)."""
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._custom_plans = custom_plans
         self._connection: AsyncConnection | None = None
 
     async def execute(self, statement: Executable, params: Any = None) -> list[Any]:
@@ -45,6 +48,8 @@ class KeptConnection:
         if self._connection is None:
             connection = await self._engine.connect()
             self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            if self._custom_plans:
+                await self._connection.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
         try:
             result = await self._connection.execute(statement, params)
             return _rows(result)

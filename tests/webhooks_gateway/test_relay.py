@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis as redis_client
-from sqlalchemy import Engine, event, select, update
+from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.orm import Session
 
 from schemas.db import make_async_engine
@@ -22,6 +22,7 @@ from schemas.tables import InboxStatus, WebhookEvent, utcnow
 from tests.conftest import make_settings
 from tests.support.processes import free_port, redis_service, wait_until
 from webhooks_gateway.inbox_writer import InboxRow, InboxWriter
+from webhooks_gateway.kept_connection import KeptConnection
 from webhooks_gateway.relay import Relay
 from workers.celery_app import make_celery
 from workers.enqueue import EVENTS_PER_MESSAGE, PROCESS_EVENTS, publish_process_events, spread
@@ -184,6 +185,25 @@ def test_the_mark_sends_postgresql_one_statement_text_whatever_the_batch_size(
     asyncio.run(main())
 
     assert len(texts) == 1
+
+
+def test_a_kept_connection_asked_for_custom_plans_has_them_also_once_replaced(
+    pg_settings: Settings,
+) -> None:
+    """The relay's mark is planned for each batch and the inbox's size now, never by a plan kept
+    from when the inbox was small."""
+
+    async def main() -> list[str]:
+        engine = make_async_engine(pg_settings)
+        kept = KeptConnection(engine, custom_plans=True)
+        modes = [row[0] for row in await kept.execute(text("SHOW plan_cache_mode"))]
+        await kept.close()  # the next statement connects afresh
+        modes += [row[0] for row in await kept.execute(text("SHOW plan_cache_mode"))]
+        await kept.close()
+        await engine.dispose()
+        return modes
+
+    assert asyncio.run(main()) == ["force_custom_plan", "force_custom_plan"]
 
 
 def test_batches_are_no_larger_than_the_limit(pg_settings: Settings) -> None:
