@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from schemas.tables import AuditEntry, DeadLetter, InboxStatus, WebhookEvent
@@ -259,6 +259,30 @@ def _stored_enqueued(engine: Engine, events: list[dict[str, Any]]) -> list[int]:
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]
+
+
+def test_the_events_of_a_batch_are_committed_in_one_transaction(
+    fleet: Fleet, pg_engine: Engine
+) -> None:
+    events = [StripeCustomer.new().event("checkout.session.completed") for _ in range(4)]
+    ids = _stored_enqueued(pg_engine, events)
+
+    assert publish_process_events(make_celery(fleet.settings()), ids) == ids
+
+    for event in events:
+        _wait_processed(pg_engine, event["id"])
+    customers = [event["data"]["object"]["customer"] for event in events]
+    with pg_engine.connect() as connection:
+        # Rows written by one transaction carry its id as xmin (the steps after the lifecycle
+        # step, sent as tasks, write the inbox rows again: the memberships are the batch's own).
+        writers = connection.execute(
+            text(
+                "SELECT count(*), count(DISTINCT ms.xmin::text) FROM memberships ms"
+                " JOIN members m ON m.id = ms.member_id WHERE m.stripe_customer_id = ANY(:c)"
+            ),
+            {"c": customers},
+        ).one()
+    assert tuple(writers) == (4, 1)
 
 
 def test_an_event_failing_inside_a_batch_is_dead_lettered_alone_and_the_rest_are_processed(
