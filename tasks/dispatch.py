@@ -368,9 +368,9 @@ def process_events(self: GatewayTask, inbox_ids: list[int]) -> dict[str, int]:
 
 
 def _process_together(inbox_ids: list[int], task_fields: dict[str, Any]) -> bool:
-    """Every event in one transaction: a commit and two round trips fewer per event. The changes
-    go out in one flush at commit, which groups the like statements of all the events. False,
-    with nothing kept, when any event failed."""
+    """Every event in one transaction: one BEGIN and one COMMIT for the batch instead of a pair per
+    event, and the changes go out in one flush at commit, which groups the like statements of all
+    the events. False, with nothing kept, when any event failed."""
     settings = runtime.settings()
     following: list[tuple[int, str | None]] = []
     try:

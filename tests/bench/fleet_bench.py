@@ -36,9 +36,9 @@ from workers.queues import QUEUES
 WORKER_CONCURRENCY = 2  # what `make run` starts
 E2E_EVENT = "checkout.session.completed"
 DISPATCH_QUEUE = "dispatch"
-UNACKED = "unacked"
+UNACKED = "unacked"  # kombu's Redis hash of delivered, not yet acknowledged messages
 # Autovacuum's analyze, played by the bench during end-to-end runs (see statistics_kept_current).
-ANALYZE_EVERY_SECONDS = 5.0  # kombu's Redis hash of delivered, not yet acknowledged messages
+ANALYZE_EVERY_SECONDS = 5.0
 
 
 def worker_service(env: Mapping[str, str], workdir: Path) -> Service:
@@ -71,10 +71,10 @@ def statistics_kept_current(
     database_url: str, every: float = ANALYZE_EVERY_SECONDS
 ) -> Iterator[None]:
     """ANALYZE every few seconds while a run fills emptied tables, as a production server's
-    autovacuum keeps the planner's statistics current. Without it the fleet's prepared statements
-    kept the plans made for empty tables: the member lookup (an OR of two unique columns) and the
-    relay's mark (ids as one array) read their whole tables, and PostgreSQL's CPU per event grew
-    through the run (measured at 300/s: 0.9 -> 2.8 ms over 60 s; flat at 1.1-1.4 ms with this)."""
+    autovacuum keeps the planner's statistics current. Without it the workers' prepared statements
+    kept the plans made for empty tables (the member lookup, an OR of two unique columns, read the
+    whole members table for every signup), and PostgreSQL's CPU per event grew through the run
+    (measured at 300/s: 0.9 -> 2.8 ms over 60 s; flat at 1.1-1.2 ms with this)."""
     stop = threading.Event()
 
     def analyze() -> None:
