@@ -56,21 +56,21 @@ class KeptConnection:
             self._driver = (await self._connection.get_raw_connection()).driver_connection
         try:
             if isinstance(statement, TextClause):
-                return await self._execute_text(self._connection, self._driver, statement, params)
+                return await self._execute_text(statement, params)
             return _rows(await self._connection.execute(statement, params))
         except BaseException:
             await self.close()
             raise
 
-    async def _execute_text(
-        self, connection: AsyncConnection, driver: Any, statement: TextClause, params: Any
-    ) -> list[Any]:
+    async def _execute_text(self, statement: TextClause, params: Any) -> list[Any]:
         """A textual statement goes straight to psycopg, compiled once to its parameter style:
         SQLAlchemy's async execution cost about 120 us of CPU per statement, and the inbox
         writer's INSERT is one statement per batch, often of one or two rows at moderate rates."""
         sql = self._texts.get(statement)
         if sql is None:
             sql = self._texts[statement] = statement.compile(dialect=self._engine.dialect).string
+        connection, driver = self._connection, self._driver
+        assert connection is not None  # connected by _execute, with its driver
         try:
             cursor = await driver.execute(sql, params)
             return await cursor.fetchall() if cursor.description else []
