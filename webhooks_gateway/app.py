@@ -42,6 +42,10 @@ from workers.rate_limit import TokenBucket
 log = get_logger(__name__)
 # Every method reaches the ingest path, so a wrong one gets the same JSON 405 as other errors.
 WEBHOOK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+# A young-generation collection walks the objects of every request in flight. At Python's default of
+# one per 700 net allocations it cost about 14 us of CPU per request under load (timed with
+# gc.callbacks); one per 10,000 cut the gateway's CPU per request by 4-5% (two A/B runs under wrk).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def _utcnow() -> datetime:
@@ -102,7 +106,10 @@ def create_app(
         # full collections stop pausing requests (measured: closed-loop p99 120-136 ms -> 35 ms).
         gc.collect()
         gc.freeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
         yield
+        gc.set_threshold(*thresholds)
         await writer.stop()
         await relay.stop()
         await engine.dispose()

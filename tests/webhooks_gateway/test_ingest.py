@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.conftest import STRIPE_SECRET, make_settings
 from tests.signing import sign_stripe
 from tests.support.processes import free_port, wait_until
 from tests.support.stripe_fixtures import StripeCustomer, body_of, fixture_files
-from webhooks_gateway.app import create_app
+from webhooks_gateway.app import GC_YOUNG_THRESHOLD, create_app
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -55,6 +56,18 @@ def sent() -> SentTasks:
 def client(sqlite_settings: Settings, sent: SentTasks) -> Iterator[TestClient]:
     with TestClient(create_app(sqlite_settings, enqueue=sent, clock=lambda: NOW)) as test_client:
         yield test_client
+
+
+def test_gateway_collects_young_garbage_less_often_while_it_serves(
+    sqlite_settings: Settings, sent: SentTasks
+) -> None:
+    before = gc.get_threshold()
+    assert before[0] != GC_YOUNG_THRESHOLD
+
+    with TestClient(create_app(sqlite_settings, enqueue=sent, clock=lambda: NOW)):
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+
+    assert gc.get_threshold() == before
 
 
 def _rows(settings: Settings) -> list[WebhookEvent]:
