@@ -179,20 +179,20 @@ class InboxWriter:
         return inserted
 
 
-# PostgreSQL: one statement whose text never changes, the batch passed as arrays. A multi-row
-# VALUES has new text for every batch size, which SQLAlchemy compiles and psycopg parses afresh
-# (measured at about a third of the gateway's CPU per request).
+# PostgreSQL: one statement whose text never changes, the batch passed as one JSON document (bodies
+# in hex, so that any bytes go through). A multi-row VALUES has new text for every batch size, which
+# SQLAlchemy compiles and psycopg parses afresh (measured at about a third of the gateway's CPU per
+# request); five arrays cost psycopg about 24 us of CPU per row to dump, the JSON document about 6 us
+# (PostgreSQL's own CPU per batch the same).
 _PG_INSERT = text(
     """
     INSERT INTO webhook_events
         (provider, event_id, event_type, body, headers, status, attempts, handler_count,
          received_at)
-    SELECT provider, event_id, event_type, body, CAST(headers AS jsonb), :status, 0, 0,
+    SELECT provider, event_id, event_type, decode(body_hex, 'hex'), headers, :status, 0, 0,
         :received_at
-    FROM unnest(
-        CAST(:providers AS text[]), CAST(:event_ids AS text[]), CAST(:event_types AS text[]),
-        CAST(:bodies AS bytea[]), CAST(:headers AS text[])
-    ) AS batch(provider, event_id, event_type, body, headers)
+    FROM json_to_recordset(CAST(:rows AS json))
+        AS batch(provider text, event_id text, event_type text, body_hex text, headers jsonb)
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING id, provider, event_id
     """
@@ -200,12 +200,18 @@ _PG_INSERT = text(
 
 
 def _pg_params(rows: list[InboxRow], now: datetime) -> dict[str, Any]:
+    batch = [
+        {
+            "provider": row.provider,
+            "event_id": row.event_id,
+            "event_type": row.event_type,
+            "body_hex": row.body.hex(),
+            "headers": row.headers,
+        }
+        for row in rows
+    ]
     return {
-        "providers": [row.provider for row in rows],
-        "event_ids": [row.event_id for row in rows],
-        "event_types": [row.event_type for row in rows],
-        "bodies": [row.body for row in rows],
-        "headers": [orjson.dumps(row.headers).decode() for row in rows],
+        "rows": orjson.dumps(batch).decode(),
         "status": InboxStatus.RECEIVED,
         "received_at": now,
     }
