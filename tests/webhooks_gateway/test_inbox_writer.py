@@ -133,7 +133,7 @@ def test_a_kept_connection_the_database_dropped_is_replaced_without_failing_the_
     after = [_row() for _ in range(6)]
 
     async def scenario(writer: InboxWriter) -> int:
-        await asyncio.gather(*(writer.write([_row()]) for _ in range(6)))  # both writers connect
+        await asyncio.gather(*(writer.write([_row()]) for _ in range(6)))  # the writer connects
         killed = _terminate_backends(pg_engine, name)
         for row in after:
             await writer.write([row])
