@@ -256,3 +256,14 @@ def test_stop_commits_the_deliveries_already_waiting(
 
     assert all(answer[0] is not None for answer in answers)
     assert len(_stored(pg_engine, rows)) == 20
+
+
+def test_inbox_bodies_are_compressed_with_lz4_on_postgresql(pg_engine: Engine) -> None:
+    with pg_engine.connect() as connection:
+        method = connection.execute(
+            text(
+                "SELECT attcompression FROM pg_attribute"
+                " WHERE attrelid = 'webhook_events'::regclass AND attname = 'body'"
+            )
+        ).scalar_one()
+    assert method == "l"
