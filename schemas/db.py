@@ -38,8 +38,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _binary_arrays(dbapi_connection: Any, _record: Any) -> None:
-    """Python lists go to PostgreSQL as binary arrays: the text form escapes every element with a
-    regular expression, a real cost for the inbox writer's batch of bodies (see inbox_writer)."""
+    """Python lists go to PostgreSQL as binary arrays: the text form checks every element against a
+    regular expression (the relay marks a batch of up to 256 ids in one array)."""
     from psycopg.types.array import ListBinaryDumper
 
     dbapi_connection.driver_connection.adapters.register_dumper(list, ListBinaryDumper)
