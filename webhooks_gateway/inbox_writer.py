@@ -1,12 +1,12 @@
 """Group commit for the inbox: the rows of concurrent deliveries go to the database in one transaction.
 
 One INSERT ... ON CONFLICT DO NOTHING per request, each in its own transaction, made the database
-round trip and commit the gateway's ceiling. Here requests hand their rows to a writer task; it
-takes every row waiting at that moment, inserts them in one transaction and
-only then resolves each request's future. So an acknowledgement still means "this row is committed",
-a duplicate (same provider and event id, in the table or earlier in the same batch) still comes back
-as a duplicate, and a failed transaction fails every request in it, which answer 503 and are retried
-by their provider. A row the database refuses on its own (bad data rather than a lost connection) is
+round trip and commit the gateway's ceiling. Here requests hand their rows to a writer task; it takes
+every row waiting at that moment, inserts them in one transaction and only then resolves each
+request's future. So an acknowledgement still means "this row is committed", a duplicate (same
+provider and event id, in the table or earlier in the same batch) still comes back as a duplicate,
+and a failed transaction fails every request in it, which answer 503 and are retried by their
+provider. A row the database refuses on its own (bad data rather than a lost connection) is
 retried alone, so it cannot fail the deliveries that happened to share its batch.
 """
 
@@ -186,8 +186,9 @@ class InboxWriter:
 # PostgreSQL: one statement whose text never changes, the batch passed as one JSON document (bodies
 # in hex, so that any bytes go through). A multi-row VALUES has new text for every batch size, which
 # SQLAlchemy compiles and psycopg parses afresh (measured at about a third of the gateway's CPU per
-# request); five arrays cost psycopg about 24 us of CPU per row to dump, the JSON document about 6 us
-# (PostgreSQL's own CPU per batch the same).
+# request); five arrays cost psycopg about 24 us of CPU per row to dump, the JSON document about 6 us.
+# PostgreSQL's CPU per batch of 8 or 32 rows is the same either way; with one row per batch (open
+# loop at 2,000/s) it was 0.16 against 0.14 ms per request, where the gateway saved 0.015-0.03 ms.
 _PG_INSERT = text(
     """
     INSERT INTO webhook_events
