@@ -33,12 +33,11 @@ log = get_logger(__name__)
 
 # Rows per transaction: enough to absorb a burst, small enough that one commit stays quick.
 MAX_BATCH_ROWS = 256
-# One writer: the rows that arrive while its commit is in flight make up its next batch. A second
-# writer would take them at once, in more and smaller transactions. Measured open loop at 2,000
-# webhooks/s (half of wrk's peak), six runs each: gateway CPU per request 0.333-0.339 against
+# One writer task: the rows that arrive while its commit is in flight make up its next batch. A
+# second writer would take them at once, in more and smaller transactions. Measured open loop at
+# 2,000 webhooks/s (half of wrk's peak), six runs each: gateway CPU per request 0.333-0.339 against
 # 0.354-0.371 ms, PostgreSQL's 0.131-0.135 against 0.162-0.166 ms, ack p99 12.5-98 (median 27) against
 # 18.8-79 (median 66) ms. Under wrk's closed loop, with its larger batches, no difference.
-WRITERS = 1
 
 
 class InboxUnavailableError(Exception):
@@ -75,14 +74,12 @@ class InboxWriter:
         *,
         on_commit: Callable[[list[int]], None] = lambda ids: None,
         max_batch_rows: int = MAX_BATCH_ROWS,
-        writers: int = WRITERS,
     ) -> None:
         self._engine = engine
         self._on_commit = on_commit
         self._max_batch_rows = max_batch_rows
-        self._writers = writers
         self._queue: asyncio.Queue[_Pending] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
         self._postgres = engine.dialect.name == "postgresql"
         self._statement = insert_ignoring_conflicts(engine.dialect.name, WebhookEvent).returning(
             WebhookEvent.id, WebhookEvent.provider, WebhookEvent.event_id
@@ -90,18 +87,17 @@ class InboxWriter:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._tasks = [asyncio.create_task(self._run()) for _ in range(self._writers)]
+        self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Commit what is already waiting, then stop the writers."""
+        """Commit what is already waiting, then stop the writer task."""
         if self._queue is not None:
             await self._queue.join()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+                await self._task
+            self._task = None
 
     async def write(self, rows: Sequence[InboxRow]) -> list[int | None]:
         """Raises InboxUnavailableError when the rows could not be committed."""
