@@ -55,9 +55,19 @@ def publish_each(app: Celery, inbox_ids: Sequence[int]) -> None:
 def _in_one_pipeline(app: Celery, task_name: str, first_args: Sequence[Any]) -> None:
     """kombu's Producer.batch buffers each message's LPUSH (and its task-sent event) and sends
     them in one round trip."""
+    limit = app.amqp.argsrepr_maxsize
     with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_COMMANDS):
         for arg in first_args:
-            app.send_task(task_name, args=[arg], producer=producer)
+            args = [arg]
+            argsrepr = repr(args)
+            app.send_task(
+                task_name,
+                args=args,
+                producer=producer,
+                # The args as Flower shows them: Celery's saferepr took 20 us for 16 ids, the
+                # built-in repr 1.2 us for the same text. A longer text is saferepr's to shorten.
+                argsrepr=argsrepr if len(argsrepr) <= limit else None,
+            )
 
 
 def spread(items: list[int], most: int) -> list[list[int]]:

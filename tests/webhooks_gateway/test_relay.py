@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis as redis_client
+from celery.utils.saferepr import saferepr
 from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.orm import Session
 
@@ -25,7 +26,12 @@ from webhooks_gateway.inbox_writer import InboxRow, InboxWriter
 from webhooks_gateway.kept_connection import KeptConnection
 from webhooks_gateway.relay import Relay
 from workers.celery_app import make_celery
-from workers.enqueue import EVENTS_PER_MESSAGE, PROCESS_EVENTS, publish_process_events, spread
+from workers.enqueue import (
+    EVENTS_PER_MESSAGE,
+    PROCESS_EVENTS,
+    publish_process_events,
+    spread,
+)
 from workers.maintenance import requeue_stuck
 
 
@@ -356,3 +362,22 @@ def test_shutdown_with_the_broker_hanging_gives_up_after_the_grace_and_leaves_ro
 
     assert len(ids) == 3
     assert {row.status for row in _rows(pg_engine, ids)} == {InboxStatus.RECEIVED}
+
+
+def test_batch_messages_show_their_ids_to_flower_as_celery_would_write_them(
+    private_redis: str,
+) -> None:
+    app = make_celery(make_settings(redis_url=private_redis))
+    ids = [10**12 + i for i in range(2 * EVENTS_PER_MESSAGE)]
+
+    publish_process_events(app, ids[:EVENTS_PER_MESSAGE])
+    app.amqp.argsrepr_maxsize = 40  # a text past Celery's limit is shortened by Celery
+    publish_process_events(app, ids[EVENTS_PER_MESSAGE:])
+
+    queue = redis_client.Redis.from_url(private_redis)
+    shown = [json.loads(raw)["headers"]["argsrepr"] for raw in queue.lrange("dispatch", 0, -1)]
+    queue.close()
+    assert sorted(shown, key=len) == [
+        saferepr([ids[EVENTS_PER_MESSAGE:]], 40),
+        saferepr([ids[:EVENTS_PER_MESSAGE]], 1024),
+    ]
