@@ -21,6 +21,7 @@ from schemas.db import make_async_engine
 from schemas.settings import Settings
 from schemas.tables import InboxStatus, WebhookEvent, utcnow
 from tests.conftest import make_settings
+from tests.support.broker import taking
 from tests.support.processes import free_port, redis_service, wait_until
 from webhooks_gateway.inbox_writer import InboxRow, InboxWriter
 from webhooks_gateway.kept_connection import KeptConnection
@@ -89,7 +90,7 @@ def _swept_a_minute_later(session: Session) -> list[int]:
     swept: list[int] = []
     requeue_stuck(
         session,
-        swept.append,
+        taking(swept),
         utcnow() + timedelta(seconds=61),
         received_after=timedelta(seconds=60),
         enqueued_after=timedelta(hours=1),
