@@ -57,11 +57,12 @@ def fleet_env(
         "RETRY_BACKOFF_SECONDS": "0.5",
         "ALERT_WINDOW_SECONDS": "1",
         "INBOX_SWEEP_EVERY_SECONDS": "2",
-        # Longer than any test leaves a row `received` on purpose: the session fleet's sweep must not
-        # publish rows that in-process tests on the same database are working on. The fault test
-        # of the sweep shortens it.
-        "INBOX_RECEIVED_STALE_SECONDS": "30",
-        "INBOX_ENQUEUED_STALE_SECONDS": "120",
+        # Longer than the suite runs, so the shared fleet's sweep leaves alone the rows in-process
+        # tests on the same database leave behind (171 `received` and 277 `enqueued` at the end of
+        # them, counted once), most of which no worker can process. The sweep's fault test runs a
+        # fleet of its own with a short age.
+        "INBOX_RECEIVED_STALE_SECONDS": "3600",
+        "INBOX_ENQUEUED_STALE_SECONDS": "3600",
         "DEACTIVATION_SWEEP_EVERY_SECONDS": "2",
         # The scheduled jobs (09:00 and 21:00 by default) must not fire in the middle of a run:
         # their Slack summary would be one more post than a test counts.

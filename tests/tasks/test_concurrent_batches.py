@@ -65,6 +65,7 @@ def _stored(engine: Engine, events: list[dict[str, Any]]) -> list[int]:
 
 
 def _run_batch(inbox_ids: list[int]) -> dict[str, int]:
+    structlog.contextvars.clear_contextvars()  # as a worker starts each task
     process_events.push_request(id=f"batch-{secrets.token_hex(4)}", retries=0, delivery_info={})
     try:
         outcome: dict[str, int] = process_events.run(inbox_ids)
