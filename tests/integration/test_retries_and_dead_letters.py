@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 from schemas.tables import AuditEntry, DeadLetter, InboxStatus, WebhookEvent
 from tests.integration.conftest import OPERATORS_CHANNEL, Fleet
 from tests.support.processes import hookfleet, wait_until
-from tests.support.rows import dead_letters
+from tests.support.rows import dead_letters, stored_enqueued
 from tests.support.sandbox import SandboxServer
-from tests.support.stripe_fixtures import StripeCustomer, body_of
+from tests.support.stripe_fixtures import StripeCustomer
 from workers.celery_app import make_celery
 from workers.enqueue import PROCESS_EVENT, publish_process_events
 
@@ -243,29 +243,11 @@ def test_task_that_kills_its_worker_every_time_ends_as_a_dead_letter(
     fleet.worker.assert_running()
 
 
-def _stored_enqueued(engine: Engine, events: list[dict[str, Any]]) -> list[int]:
-    """Inbox rows as the gateway commits them, for events the relay would send in one batch."""
-    with Session(engine) as session, session.begin():
-        rows = [
-            WebhookEvent(
-                provider="stripe",
-                event_id=event["id"],
-                event_type=event["type"],
-                body=body_of(event),
-                status=InboxStatus.ENQUEUED,
-            )
-            for event in events
-        ]
-        session.add_all(rows)
-        session.flush()
-        return [row.id for row in rows]
-
-
 def test_the_events_of_a_batch_are_committed_in_one_transaction(
     fleet: Fleet, pg_engine: Engine
 ) -> None:
     events = [StripeCustomer.new().event("checkout.session.completed") for _ in range(4)]
-    ids = _stored_enqueued(pg_engine, events)
+    ids = stored_enqueued(pg_engine, events)
 
     assert publish_process_events(make_celery(fleet.settings()), ids) == ids
 
@@ -291,7 +273,7 @@ def test_an_event_failing_inside_a_batch_is_dead_lettered_alone_and_the_rest_are
     good = [StripeCustomer.new().event("checkout.session.completed") for _ in range(3)]
     bad = StripeCustomer.new().event("checkout.session.completed")
     del bad["data"]  # signed and stored, but not a Stripe event the worker can act on
-    ids = _stored_enqueued(pg_engine, [good[0], bad, *good[1:]])
+    ids = stored_enqueued(pg_engine, [good[0], bad, *good[1:]])
 
     assert publish_process_events(make_celery(fleet.settings()), ids) == ids
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 import structlog
@@ -22,7 +21,8 @@ from schemas.tables import AuditEntry, InboxStatus, Member, Membership, WebhookE
 from tasks import dispatch
 from tasks.dispatch import DATABASE_STEPS, process_events
 from tasks.lifecycle import RECORD_PAYMENT_FAILED
-from tests.support.stripe_fixtures import StripeCustomer, body_of
+from tests.support.rows import stored_enqueued
+from tests.support.stripe_fixtures import StripeCustomer
 from workers import runtime
 
 # Long enough for PostgreSQL's deadlock check (deadlock_timeout, 1 s by default) to have run.
@@ -45,23 +45,6 @@ def worker_runtime(
 
 def _no_publish(inbox_ids: list[int]) -> None:
     assert not inbox_ids, f"events {inbox_ids} failed alone too"
-
-
-def _stored(engine: Engine, events: list[dict[str, Any]]) -> list[int]:
-    with Session(engine) as session, session.begin():
-        rows = [
-            WebhookEvent(
-                provider="stripe",
-                event_id=event["id"],
-                event_type=event["type"],
-                body=body_of(event),
-                status=InboxStatus.ENQUEUED,
-            )
-            for event in events
-        ]
-        session.add_all(rows)
-        session.flush()
-        return [row.id for row in rows]
 
 
 def _run_batch(inbox_ids: list[int]) -> dict[str, int]:
@@ -96,12 +79,12 @@ def test_batches_deadlocked_on_shared_members_still_apply_every_event_once(
 ) -> None:
     x, y = StripeCustomer.new(), StripeCustomer.new()
     checkouts = [who.event("checkout.session.completed") for who in (x, y)]
-    assert _run_batch(_stored(pg_engine, checkouts)) == {"processed": 2, "sent_alone": 0}
+    assert _run_batch(stored_enqueued(pg_engine, checkouts)) == {"processed": 2, "sent_alone": 0}
     failed = {who: who.event("invoice.payment_failed", created=T0) for who in (x, y)}
     failed_later = {who: who.event("invoice.payment_failed", created=T0 + 60) for who in (x, y)}
     # Arrival order: x then y in one batch, y then x in the next.
-    first = _stored(pg_engine, [failed[x], failed[y]])
-    second = _stored(pg_engine, [failed_later[y], failed_later[x]])
+    first = stored_enqueued(pg_engine, [failed[x], failed[y]])
+    second = stored_enqueued(pg_engine, [failed_later[y], failed_later[x]])
     barrier = _each_pauses_after_its_first_event(monkeypatch)
 
     with structlog.testing.capture_logs() as logs, ThreadPoolExecutor(2) as pool:
