@@ -94,18 +94,17 @@ def sweep(
     than `enqueued_after` behind, every row still queued looks lost, and publishing all of them
     again at each sweep would pile copies onto the very backlog."""
     deadline = time.monotonic() + seconds
-    with transaction() as session:
-        count = requeue_stuck(
-            session, publish, now, received_after=received_after, enqueued_after=enqueued_after
-        )
-    total = count
-    while count == SWEEP_BATCH and time.monotonic() < deadline:
+    lost_after: timedelta | None = enqueued_after
+    total = 0
+    while True:
         with transaction() as session:
             count = requeue_stuck(
-                session, publish, now, received_after=received_after, enqueued_after=None
+                session, publish, now, received_after=received_after, enqueued_after=lost_after
             )
         total += count
-    return total
+        lost_after = None
+        if count < SWEEP_BATCH or time.monotonic() >= deadline:
+            return total
 
 
 @app.task(name="workers.maintenance.sweep_inbox", soft_time_limit=50, time_limit=55)
