@@ -33,9 +33,11 @@ def publish_process_event(app: Celery, inbox_id: int) -> str:
     return str(result.id)
 
 
-def publish_process_events(app: Celery, inbox_ids: Sequence[int]) -> list[int]:
+def publish_process_events(
+    app: Celery, inbox_ids: Sequence[int], *, queue: str | None = None
+) -> list[int]:
     """Publish `process_events` for the ids, up to EVENTS_PER_MESSAGE per message, in one Redis
-    pipeline; return the ids the broker took.
+    pipeline, on `queue` (None: the task's route); return the ids the broker took.
 
     A Celery publish costs far more than the work it carries here, so one message moves several
     rows; they are spread evenly over the messages so that every worker process gets a share.
@@ -43,7 +45,9 @@ def publish_process_events(app: Celery, inbox_ids: Sequence[int]) -> list[int]:
     `received` and the sweep publishes them again, which processing tolerates.
     """
     try:
-        _in_one_pipeline(app, PROCESS_EVENTS, spread(list(inbox_ids), EVENTS_PER_MESSAGE))
+        _in_one_pipeline(
+            app, PROCESS_EVENTS, spread(list(inbox_ids), EVENTS_PER_MESSAGE), queue=queue
+        )
     except Exception as exc:
         log.warning("relay.publish_failed", exc_type=type(exc).__name__, error=str(exc)[:200])
         return []
@@ -55,7 +59,9 @@ def publish_each(app: Celery, inbox_ids: Sequence[int]) -> None:
     _in_one_pipeline(app, PROCESS_EVENT, list(inbox_ids))
 
 
-def _in_one_pipeline(app: Celery, task_name: str, first_args: Sequence[Any]) -> None:
+def _in_one_pipeline(
+    app: Celery, task_name: str, first_args: Sequence[Any], *, queue: str | None = None
+) -> None:
     """kombu's Producer.batch buffers each message's LPUSH (and its task-sent event) and sends
     them in one round trip."""
     limit = app.amqp.argsrepr_maxsize
@@ -67,6 +73,7 @@ def _in_one_pipeline(app: Celery, task_name: str, first_args: Sequence[Any]) -> 
                 task_name,
                 args=args,
                 producer=producer,
+                queue=queue,
                 # The args as Flower shows them: Celery's saferepr took 20 us for 16 ids, the
                 # built-in repr 1.2 us for the same text. A longer text is saferepr's to shorten.
                 argsrepr=argsrepr if len(argsrepr) <= limit else None,

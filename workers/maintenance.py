@@ -16,6 +16,7 @@ from workers import runtime
 from workers.celery_app import app
 from workers.enqueue import publish_process_events
 from workers.logging import get_logger
+from workers.queues import BACKLOG_QUEUE
 
 log = get_logger(__name__)
 SWEEP_BATCH = 500
@@ -112,7 +113,7 @@ def sweep_inbox() -> int:
     settings = runtime.settings()
     count = sweep(
         lambda: session_scope(runtime.sessions()),
-        lambda inbox_ids: publish_process_events(app, inbox_ids),
+        lambda inbox_ids: publish_process_events(app, inbox_ids, queue=BACKLOG_QUEUE),
         utcnow(),
         received_after=timedelta(seconds=settings.inbox_received_stale_seconds),
         enqueued_after=timedelta(seconds=settings.inbox_enqueued_stale_seconds),

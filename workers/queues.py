@@ -7,7 +7,11 @@ from kombu import Exchange, Queue
 # Scheduled jobs run for minutes at the providers' limits: a queue of their own, consumed by a
 # worker of its own, so a job never holds the slots that webhooks' tasks wait for.
 JOB_QUEUE = "jobs"
-QUEUES = ("dispatch", "lifecycle", "sync", "notification", "maintenance", JOB_QUEUE)
+# The inbox sweep's process_events after an outage: a queue of their own, which workers take from
+# in turn with dispatch (kombu's round robin over a worker's queues), so that live webhooks wait
+# behind a message or two of the backlog rather than all of it.
+BACKLOG_QUEUE = "backlog"
+QUEUES = ("dispatch", BACKLOG_QUEUE, "lifecycle", "sync", "notification", "maintenance", JOB_QUEUE)
 WEBHOOK_QUEUES = tuple(name for name in QUEUES if name != JOB_QUEUE)
 # Each queue has its own direct exchange and routing key, so no message lands in two queues.
 QUEUE_OBJECTS = tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUES)

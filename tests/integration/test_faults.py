@@ -8,6 +8,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from schemas.db import make_engine
-from schemas.tables import AuditEntry, Effect, WebhookEvent
+from schemas.tables import AuditEntry, Effect, InboxStatus, WebhookEvent, utcnow
 from tests.conftest import make_settings
 from tests.integration.conftest import redis_answers, running_fleet, start_redis
 from tests.support.databases import migrated_database
 from tests.support.processes import redis_service, redis_url_of, wait_until
+from tests.support.rows import stored
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer
 from workers.celery_app import make_celery
@@ -204,5 +206,65 @@ def test_webhooks_received_while_redis_is_down_are_all_processed_once_by_the_swe
             )
             assert set(_applications(pg_engine, ids).values()) == {1}
             assert len(_applications(pg_engine, ids)) == 50
+    finally:
+        redis.stop()
+
+
+def _processed_at(engine: Engine, event_ids: list[str]) -> list[datetime]:
+    with Session(engine) as session:
+        return list(
+            session.scalars(
+                select(WebhookEvent.processed_at).where(
+                    WebhookEvent.event_id.in_(event_ids), WebhookEvent.processed_at.is_not(None)
+                )
+            )
+        )
+
+
+# Rows an outage left `received`: about six seconds of work for the test's worker.
+BACKLOG_ROWS = 3_000
+
+
+def test_a_live_webhook_is_processed_while_the_sweeps_backlog_still_drains(
+    database_url: str, tmp_path: Path, pg_engine: Engine
+) -> None:
+    backlog = [
+        StripeCustomer.new().event("checkout.session.completed", created=T0)
+        for _ in range(BACKLOG_ROWS)
+    ]
+    backlog_ids = [event["id"] for event in backlog]
+    stored(
+        pg_engine, backlog, status=InboxStatus.RECEIVED, received_at=utcnow() - timedelta(hours=1)
+    )
+    redis = start_redis(tmp_path)
+    try:
+        with running_fleet(database_url, redis_url_of(redis), tmp_path) as fleet:
+            make_celery(fleet.settings()).send_task("workers.maintenance.sweep_inbox")
+            wait_until(
+                lambda: "received" not in _statuses(pg_engine, backlog_ids),
+                timeout=30,
+                what="the backlog published",
+            )
+            live = StripeCustomer.new().event("checkout.session.completed", created=T0)
+            sent_at = utcnow()
+            assert fleet.deliver(live).status_code == 200
+
+            wait_until(
+                lambda: (
+                    len(_processed_at(pg_engine, [*backlog_ids, live["id"]])) == BACKLOG_ROWS + 1
+                ),
+                timeout=120,
+                what="backlog and live webhook processed",
+            )
+            (live_at,) = _processed_at(pg_engine, [live["id"]])
+            backlog_at = _processed_at(pg_engine, backlog_ids)
+            after = sum(at > live_at for at in backlog_at)
+            print(
+                f"\nlive webhook processed {(live_at - sent_at).total_seconds():.2f} s after it was"
+                f" sent, with {after} of {BACKLOG_ROWS} backlog rows still to go; backlog drained"
+                f" {(max(backlog_at) - sent_at).total_seconds():.2f} s after it was sent"
+            )
+            # In one queue, first in first out, the live webhook came after the whole backlog.
+            assert after > BACKLOG_ROWS // 2
     finally:
         redis.stop()

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from schemas.tables import AuditEntry, DeadLetter, InboxStatus, WebhookEvent
 from tests.integration.conftest import OPERATORS_CHANNEL, Fleet
 from tests.support.processes import hookfleet, wait_until
-from tests.support.rows import dead_letters, stored_enqueued
+from tests.support.rows import dead_letters, stored
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer
 from workers.celery_app import make_celery
@@ -247,7 +247,7 @@ def test_the_events_of_a_batch_are_committed_in_one_transaction(
     fleet: Fleet, pg_engine: Engine
 ) -> None:
     events = [StripeCustomer.new().event("checkout.session.completed") for _ in range(4)]
-    ids = stored_enqueued(pg_engine, events)
+    ids = stored(pg_engine, events)
 
     assert publish_process_events(make_celery(fleet.settings()), ids) == ids
 
@@ -273,7 +273,7 @@ def test_an_event_failing_inside_a_batch_is_dead_lettered_alone_and_the_rest_are
     good = [StripeCustomer.new().event("checkout.session.completed") for _ in range(3)]
     bad = StripeCustomer.new().event("checkout.session.completed")
     del bad["data"]  # signed and stored, but not a Stripe event the worker can act on
-    ids = stored_enqueued(pg_engine, [good[0], bad, *good[1:]])
+    ids = stored(pg_engine, [good[0], bad, *good[1:]])
 
     assert publish_process_events(make_celery(fleet.settings()), ids) == ids
 

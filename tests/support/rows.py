@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from schemas.tables import DeadLetter, InboxStatus, WebhookEvent
+from schemas.tables import DeadLetter, InboxStatus, WebhookEvent, utcnow
 from tests.support.stripe_fixtures import body_of
 
 
@@ -20,8 +21,14 @@ def dead_letters(engine: Engine, **where: Any) -> list[DeadLetter]:
         return list(session.scalars(query))
 
 
-def stored_enqueued(engine: Engine, events: list[dict[str, Any]]) -> list[int]:
-    """Stripe events committed to the inbox as the relay leaves them (`enqueued`), in order."""
+def stored(
+    engine: Engine,
+    events: list[dict[str, Any]],
+    *,
+    status: str = InboxStatus.ENQUEUED,
+    received_at: datetime | None = None,
+) -> list[int]:
+    """Stripe events committed to the inbox, in order: by default as the relay leaves them."""
     with Session(engine) as session, session.begin():
         rows = [
             WebhookEvent(
@@ -29,7 +36,8 @@ def stored_enqueued(engine: Engine, events: list[dict[str, Any]]) -> list[int]:
                 event_id=event["id"],
                 event_type=event["type"],
                 body=body_of(event),
-                status=InboxStatus.ENQUEUED,
+                status=status,
+                received_at=received_at or utcnow(),
             )
             for event in events
         ]

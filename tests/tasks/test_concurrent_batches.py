@@ -21,7 +21,7 @@ from schemas.tables import AuditEntry, InboxStatus, Member, Membership, WebhookE
 from tasks import dispatch
 from tasks.dispatch import DATABASE_STEPS, process_events
 from tasks.lifecycle import RECORD_PAYMENT_FAILED
-from tests.support.rows import stored_enqueued
+from tests.support.rows import stored
 from tests.support.stripe_fixtures import StripeCustomer
 from workers import runtime
 
@@ -79,12 +79,12 @@ def test_batches_deadlocked_on_shared_members_still_apply_every_event_once(
 ) -> None:
     x, y = StripeCustomer.new(), StripeCustomer.new()
     checkouts = [who.event("checkout.session.completed") for who in (x, y)]
-    assert _run_batch(stored_enqueued(pg_engine, checkouts)) == {"processed": 2, "sent_alone": 0}
+    assert _run_batch(stored(pg_engine, checkouts)) == {"processed": 2, "sent_alone": 0}
     failed = {who: who.event("invoice.payment_failed", created=T0) for who in (x, y)}
     failed_later = {who: who.event("invoice.payment_failed", created=T0 + 60) for who in (x, y)}
     # Arrival order: x then y in one batch, y then x in the next.
-    first = stored_enqueued(pg_engine, [failed[x], failed[y]])
-    second = stored_enqueued(pg_engine, [failed_later[y], failed_later[x]])
+    first = stored(pg_engine, [failed[x], failed[y]])
+    second = stored(pg_engine, [failed_later[y], failed_later[x]])
     barrier = _each_pauses_after_its_first_event(monkeypatch)
 
     with structlog.testing.capture_logs() as logs, ThreadPoolExecutor(2) as pool:

@@ -34,6 +34,7 @@ from workers.enqueue import (
     spread,
 )
 from workers.maintenance import requeue_stuck
+from workers.queues import BACKLOG_QUEUE, QUEUES
 
 
 class Broker:
@@ -322,6 +323,20 @@ def test_celery_batch_publish_spreads_the_rows_evenly_over_process_events_messag
     batches = [json.loads(base64.b64decode(message["body"]))[0][0] for message in messages]
     assert sorted(len(batch) for batch in batches) == [len(ids) // 2, len(ids) // 2]
     assert sorted(i for batch in batches for i in batch) == ids
+
+
+def test_batches_published_to_the_backlog_queue_land_there_and_not_on_dispatch(
+    private_redis: str,
+) -> None:
+    app = make_celery(make_settings(redis_url=private_redis))
+    ids = list(range(1, 2 * EVENTS_PER_MESSAGE + 1))
+
+    assert publish_process_events(app, ids, queue=BACKLOG_QUEUE) == ids
+
+    queue = redis_client.Redis.from_url(private_redis)
+    lengths = {name: queue.llen(name) for name in QUEUES}
+    queue.close()
+    assert {name: length for name, length in lengths.items() if length} == {BACKLOG_QUEUE: 2}
 
 
 @pytest.mark.parametrize(
