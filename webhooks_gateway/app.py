@@ -28,7 +28,7 @@ from webhooks_gateway.enqueue import Enqueue, celery_publisher, one_by_one
 from webhooks_gateway.health import healthz, readyz
 from webhooks_gateway.inbox_writer import InboxWriter
 from webhooks_gateway.ingest import Ingest
-from webhooks_gateway.jobs import SendJob, celery_job_sender, job_routes
+from webhooks_gateway.jobs import celery_job_sender, job_routes
 from webhooks_gateway.metrics import metrics_endpoint, timed_webhook
 from webhooks_gateway.providers import PROVIDERS
 from webhooks_gateway.relay import Relay
@@ -36,6 +36,7 @@ from webhooks_gateway.zapier_hooks import zapier_routes
 from workers.celery_app import make_celery
 from workers.dead_letters import SendTask
 from workers.enqueue import publish_process_event, task_sender
+from workers.jobs import SendJob
 from workers.logging import configure_logging, get_logger
 from workers.rate_limit import TokenBucket
 
@@ -79,10 +80,12 @@ def create_app(
             retry=Retry(NoBackoff(), 1),
         )
         bucket = TokenBucket(limiter_redis)
+    send_job = send_job or celery_job_sender(celery)
     admin = create_admin_api(
         sessions=sessionmaker(admin_engine, expire_on_commit=False),
         send_task=send_task or task_sender(celery),
         publish=publish or (lambda inbox_id: publish_process_event(celery, inbox_id)),
+        send_job=send_job,
         bucket=bucket,
         providers=enabled_providers(settings),
     )
@@ -127,7 +130,7 @@ def create_app(
         Route("/metrics", metrics_endpoint(admin_engine), methods=["GET"]),
         Route("/readyz", readyz(engine, celery), methods=["GET"]),  # type: ignore[arg-type]
         # POST /jobs/{name}: an external cron starts a scheduled job (CRON_SECRET).
-        *job_routes(settings, send_job or celery_job_sender(celery)),
+        *job_routes(settings, send_job),
         Mount("/admin/api", app=admin),
         Mount("/admin", app=pages),
     ]

@@ -1,4 +1,5 @@
-"""`POST /jobs/{name}`: an external cron (or an operator) starts a scheduled job.
+"""`POST /jobs/{name}`: an external cron starts a scheduled job (operators use the admin API's
+`POST /admin/api/jobs/{name}`, with a key of scope `jobs:run`, which is audited).
 
 Authenticated by `Authorization: Bearer <CRON_SECRET>`, compared in constant time; 401 without it
 or with a wrong one (before anything else is revealed), then 404 for an unknown job. The job task is
@@ -9,7 +10,6 @@ run. With CRON_SECRET unset the route is disabled: it answers 404 and start-up s
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -18,13 +18,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.settings import Settings
-from workers.jobs import JOBS
+from workers.jobs import JOBS, SendJob
 from workers.logging import get_logger
 from workers.queues import JOB_QUEUE
 
 log = get_logger(__name__)
-# (task name, kwargs, queue) -> task id; raises when the broker cannot take it.
-SendJob = Callable[[str, dict[str, Any], str], str]
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 
 

@@ -32,6 +32,7 @@ from schemas.db import session_scope
 from schemas.settings import Settings
 from schemas.tables import JobRun, utcnow
 from workers import runtime
+from workers.audit import audit
 from workers.base_task import GatewayTask
 from workers.logging import get_logger
 from workers.metrics import JOB_RUNS
@@ -100,6 +101,47 @@ def job_spec(name: str) -> JobSpec:
         return JOBS[name]
     except KeyError:
         raise UnknownJobError(name) from None
+
+
+# (task name, kwargs, queue) -> task id; raises when the broker cannot take it.
+SendJob = Callable[[str, dict[str, Any], str], str]
+# job_runs.triggered_by holds this much of who asked.
+TRIGGERED_BY_CHARS = 64
+
+
+def request_run(
+    sessions: sessionmaker[Session], name: str, *, dry_run: bool, actor: str, send: SendJob
+) -> str:
+    """Queue a run of job `name` for the jobs' worker, on an operator's behalf; return its task id.
+
+    The request is audited and committed before the send, so the run's row (which names the
+    same actor) never precedes its audit row; a send that fails is audited too, then raised.
+    """
+    spec = job_spec(name)
+    with session_scope(sessions) as session:
+        audit(
+            session,
+            actor=actor,
+            action="job.requested",
+            entity_type="job",
+            entity_id=name,
+            task=spec.task,
+            dry_run=dry_run,
+        )
+    kwargs = {"triggered_by": actor[:TRIGGERED_BY_CHARS], "dry_run": dry_run}
+    try:
+        return send(spec.task, kwargs, JOB_QUEUE)
+    except Exception as exc:
+        with session_scope(sessions) as session:
+            audit(
+                session,
+                actor=actor,
+                action="job.request_failed",
+                entity_type="job",
+                entity_id=name,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+        raise
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""The scheduled jobs end to end: started over HTTP (POST /jobs) and run by a real Celery worker, or
-by `hookfleet jobs run` in its own process, against the provider sandbox, PostgreSQL and a private
-Redis; faults injected at the sandbox."""
+"""The scheduled jobs end to end: started over HTTP (POST /jobs, or the admin API with an operator's
+key) and run by a real Celery worker, or by `hookfleet jobs run` in its own process, against the
+provider sandbox, PostgreSQL and a private Redis; faults injected at the sandbox."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from schemas.settings import normalize_database_url
-from schemas.tables import JobRun
+from schemas.tables import AuditEntry, JobRun
 from tests.integration.conftest import Fleet, running_fleet, start_redis
 from tests.support.processes import Service, hookfleet, redis_url_of, wait_until
 from tests.support.sandbox import SandboxServer
@@ -23,6 +24,7 @@ from tests.tasks.test_luma_approval import EXPECTED_DECLINE, statuses
 from tests.tasks.test_luma_approval import seed_mix as seed_luma
 from tests.tasks.test_slack_sync import EXPECTED, recorded
 from tests.tasks.test_slack_sync import seed_mix as seed_slack
+from workers import api_keys
 from workers.sandbox.luma import SANDBOX_API_KEY
 
 pytestmark = pytest.mark.integration
@@ -131,6 +133,34 @@ def test_post_jobs_runs_the_luma_approval_in_the_worker(
     assert (run.outcome, run.triggered_by) == ("succeeded", "cron")
     assert (run.counts["approved"], run.counts["declined"]) == (4, 4)
     assert statuses(fresh, guests) == EXPECTED_DECLINE
+
+
+def test_an_operators_key_with_jobs_run_starts_the_approval_and_the_run_names_the_key(
+    jobs_fleet: Fleet, fresh: SandboxServer, people: Community, engine: Engine
+) -> None:
+    guests = seed_luma(fresh, people)
+    name = f"oncall-{secrets.token_hex(4)}"
+    with Session(engine) as session, session.begin():
+        _, plaintext = api_keys.create_key(
+            session, name=name, scopes="jobs:run", rate_per_minute=60
+        )
+    before = newest_id(engine, "luma-approval")
+
+    response = httpx.post(
+        f"{jobs_fleet.url}/admin/api/jobs/luma-approval",
+        headers={"Authorization": f"Bearer {plaintext}"},
+        timeout=10,
+    )
+    run = finished_run(engine, "luma-approval", before, jobs_fleet)
+
+    assert response.status_code == 202
+    assert (run.outcome, run.triggered_by) == ("succeeded", f"api:{name}")
+    assert statuses(fresh, guests) == EXPECTED_DECLINE
+    with Session(engine) as session:
+        audited = session.scalars(
+            select(AuditEntry.action).where(AuditEntry.actor == f"api:{name}")
+        ).all()
+    assert audited == ["job.requested"]
 
 
 def test_the_gateway_refuses_a_wrong_secret_and_an_unknown_job(

@@ -42,6 +42,21 @@ class SentTasks:
         return task_id
 
 
+class SentJobs:
+    """Records the job tasks the gateway sends instead of sending them; `broker_up=False` makes
+    sending fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], str]] = []
+        self.broker_up = True
+
+    def __call__(self, task: str, kwargs: dict[str, Any], queue: str) -> str:
+        if not self.broker_up:
+            raise ConnectionError("broker unreachable")
+        self.sent.append((task, kwargs, queue))
+        return f"task-{len(self.sent)}"
+
+
 class Published:
     """Records inbox replays instead of publishing them; `broker_up=False` makes publishing fail."""
 
@@ -162,6 +177,8 @@ class World:
                 & AuditEntry.entity_id.in_([str(i) for i in self.inbox_ids]),
                 (AuditEntry.entity_type == "api_key")
                 & AuditEntry.entity_id.in_([str(i) for i in self.key_ids]),
+                # Jobs started by this test's keys, through the API (api:) or the pages (web:).
+                (AuditEntry.entity_type == "job") & AuditEntry.actor.like(f"%:test-{self.tag}-%"),
             )
             session.execute(delete(AuditEntry).where(entities))
             session.execute(delete(Effect).where(Effect.inbox_id.in_(self.inbox_ids)))

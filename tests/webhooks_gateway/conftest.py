@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.support.admin_world import Published, SentTasks
+from tests.support.admin_world import Published, SentJobs, SentTasks
 from workers.rate_limit import TokenBucket
 
 
@@ -31,3 +31,8 @@ def sent() -> SentTasks:
 @pytest.fixture
 def published() -> Published:
     return Published()
+
+
+@pytest.fixture
+def sent_jobs() -> SentJobs:
+    return SentJobs()

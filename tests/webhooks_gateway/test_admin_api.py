@@ -14,10 +14,11 @@ from starlette.testclient import TestClient
 
 from schemas.db import session_scope
 from schemas.settings import Settings
-from schemas.tables import ApiKey, InboxStatus
+from schemas.tables import ApiKey, AuditEntry, InboxStatus
 from tests.support.admin_world import (
     API,
     Published,
+    SentJobs,
     SentTasks,
     World,
     no_enqueue,
@@ -26,6 +27,8 @@ from tests.support.processes import free_port
 from webhooks_gateway.app import create_app
 from workers import api_keys
 from workers.dead_letters import REPLAY_HEADER
+from workers.jobs import JOBS
+from workers.queues import JOB_QUEUE
 from workers.rate_limit import TokenBucket
 
 
@@ -38,10 +41,19 @@ def world(pg_engine: Engine) -> Iterator[World]:
 
 @pytest.fixture
 def client(
-    pg_settings: Settings, sent: SentTasks, published: Published, bucket: TokenBucket
+    pg_settings: Settings,
+    sent: SentTasks,
+    published: Published,
+    sent_jobs: SentJobs,
+    bucket: TokenBucket,
 ) -> Iterator[TestClient]:
     app = create_app(
-        pg_settings, enqueue=no_enqueue, send_task=sent, publish=published, bucket=bucket
+        pg_settings,
+        enqueue=no_enqueue,
+        send_task=sent,
+        publish=published,
+        send_job=sent_jobs,
+        bucket=bucket,
     )
     with TestClient(app) as test_client:
         yield test_client
@@ -379,6 +391,71 @@ def test_event_replay_with_the_broker_down_is_503_and_leaves_the_row_received_fo
 
 
 # --- the schema ---------------------------------------------------------------------------------
+
+
+# --- scheduled jobs -------------------------------------------------------------------------------
+
+
+def _job_audit(world: World, actor: str) -> list[tuple[str, dict[str, object]]]:
+    with world.sessions() as session:
+        rows = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.entity_type == "job", AuditEntry.actor == actor)
+            .order_by(AuditEntry.id)
+        )
+        return [(row.action, dict(row.detail, entity_id=row.entity_id)) for row in rows]
+
+
+def test_a_jobs_run_key_queues_the_job_as_itself_on_the_jobs_queue_and_is_audited(
+    client: TestClient, world: World, sent_jobs: SentJobs
+) -> None:
+    name, plaintext = world.key("jobs:run")
+    headers = {"Authorization": f"Bearer {plaintext}"}
+
+    response = client.post(f"{API}/jobs/slack-sync", params={"dry_run": "true"}, headers=headers)
+
+    assert response.status_code == 202
+    assert response.json() == {
+        "job": "slack-sync",
+        "task_id": "task-1",
+        "dry_run": True,
+        "status": "queued",
+    }
+    task = JOBS["slack-sync"].task
+    assert sent_jobs.sent == [(task, {"triggered_by": f"api:{name}", "dry_run": True}, JOB_QUEUE)]
+    assert _job_audit(world, f"api:{name}") == [
+        ("job.requested", {"task": task, "dry_run": True, "entity_id": "slack-sync"})
+    ]
+
+
+def test_starting_a_job_needs_the_jobs_run_scope_and_a_known_job(
+    client: TestClient, world: World, sent_jobs: SentJobs
+) -> None:
+    without = client.post(f"{API}/jobs/slack-sync", headers=world.auth("dlq:write,events:replay"))
+    unknown = client.post(f"{API}/jobs/nightly-backup", headers=world.auth("jobs:run"))
+
+    assert without.status_code == 403
+    assert "jobs:run" in without.json()["detail"]
+    assert unknown.status_code == 404
+    assert "nightly-backup" in unknown.json()["detail"]
+    assert sent_jobs.sent == []
+
+
+def test_starting_a_job_with_the_broker_down_is_503_and_the_failed_attempt_is_audited(
+    client: TestClient, world: World, sent_jobs: SentJobs
+) -> None:
+    name, plaintext = world.key("jobs:run")
+    sent_jobs.broker_up = False
+
+    response = client.post(
+        f"{API}/jobs/luma-approval", headers={"Authorization": f"Bearer {plaintext}"}
+    )
+
+    assert response.status_code == 503
+    assert [action for action, _ in _job_audit(world, f"api:{name}")] == [
+        "job.requested",
+        "job.request_failed",
+    ]
 
 
 def test_openapi_is_served_under_the_mount(client: TestClient) -> None:

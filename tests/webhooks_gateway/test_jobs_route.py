@@ -15,26 +15,13 @@ from starlette.testclient import TestClient
 from schemas.migrate import upgrade
 from schemas.settings import Settings
 from tests.conftest import make_settings
+from tests.support.admin_world import SentJobs
 from webhooks_gateway.app import create_app
 from workers.jobs import JOBS
 from workers.queues import JOB_QUEUE
 from workers.rate_limit import TokenBucket
 
 CRON_SECRET = "cron-secret-4f1c9a7e2b"
-
-
-class SentJobs:
-    """Records the job tasks the route sends; `broker_up=False` makes sending fail."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any], str]] = []
-        self.broker_up = True
-
-    def __call__(self, task: str, kwargs: dict[str, Any], queue: str) -> str:
-        if not self.broker_up:
-            raise ConnectionError("broker unreachable")
-        self.sent.append((task, kwargs, queue))
-        return f"task-{len(self.sent)}"
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:

@@ -6,8 +6,9 @@ gateway mounts the app at /admin/api, so the schema is /admin/api/openapi.json a
 /admin/api/docs.
 
 Every request passes, in order: the key (401), the route's scope (403), the key's token bucket (429
-with Retry-After). The work itself is done by workers.dead_letters and workers.inbox_events, which the
-CLI calls too; they write the audit rows, here with the actor `api:<key name>`.
+with Retry-After). The work itself is done by workers.dead_letters, workers.inbox_events and
+workers.jobs, which the CLI and the pages call too; they write the audit rows, here with the actor
+`api:<key name>`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import session_scope
 from webhooks_gateway.admin.health import IntegrationHealth, integration_health
-from workers import api_keys, dead_letters, inbox_events
+from workers import api_keys, dead_letters, inbox_events, jobs
 from workers.dead_letters import DeadLetterStatus, SendTask
+from workers.jobs import SendJob
 from workers.logging import get_logger
 from workers.rate_limit import TokenBucket, retry_after_seconds
 
@@ -159,6 +161,13 @@ class EventReplayed(BaseModel):
     task_id: str
 
 
+class JobQueued(BaseModel):
+    job: str
+    task_id: str
+    dry_run: bool
+    status: Literal["queued"] = "queued"
+
+
 # --- wiring: what the routes use, kept on the app so the routes can live at module level ------
 
 
@@ -167,6 +176,7 @@ class AdminDeps:
     sessions: sessionmaker[Session]
     send_task: SendTask
     publish: Callable[[int], str]
+    send_job: SendJob
     bucket: TokenBucket
     # (name, inbound secret set) of every provider, for the health report.
     providers: tuple[tuple[str, bool], ...] = ()
@@ -190,6 +200,12 @@ class AdminDeps:
     def publish_event(self, inbox_id: int) -> str:
         try:
             return self.publish(inbox_id)
+        except Exception as exc:
+            raise BrokerUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
+
+    def start_job(self, task: str, kwargs: dict[str, Any], queue: str) -> str:
+        try:
+            return self.send_job(task, kwargs, queue)
         except Exception as exc:
             raise BrokerUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
 
@@ -277,6 +293,7 @@ DlqRead = Annotated[Caller, Depends(require("dlq:read"))]
 DlqWrite = Annotated[Caller, Depends(require("dlq:write"))]
 EventsRead = Annotated[Caller, Depends(require("events:read"))]
 EventsReplay = Annotated[Caller, Depends(require("events:replay"))]
+JobsRun = Annotated[Caller, Depends(require("jobs:run"))]
 AnyKey = Annotated[Caller, Depends(require(None))]
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many, newest first")]
@@ -454,6 +471,31 @@ def replay_event(caller: EventsReplay, deps: Deps, inbox_id: int) -> EventReplay
     return EventReplayed(id=inbox_id, task_id=task_id)
 
 
+# --- scheduled jobs -------------------------------------------------------------------------
+
+job_routes = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@job_routes.post(
+    "/{name}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobQueued,
+    responses={404: {"description": "no such job"}, 503: {"description": "the broker is down"}},
+)
+def start_job(
+    caller: JobsRun,
+    deps: Deps,
+    name: str,
+    dry_run: Annotated[bool, Query(description="decide and report; change nothing")] = False,
+) -> JobQueued:
+    """Queue a run of the scheduled job now, as beat would; its job_runs row and the audit name
+    the key. Scope `jobs:run`."""
+    task_id = jobs.request_run(
+        deps.sessions, name, dry_run=dry_run, actor=caller.actor, send=deps.start_job
+    )
+    return JobQueued(job=name, task_id=task_id, dry_run=dry_run)
+
+
 # --- integration health ---------------------------------------------------------------------
 
 health_routes = APIRouter(tags=["health"])
@@ -492,6 +534,7 @@ def create_admin_api(
     sessions: sessionmaker[Session],
     send_task: SendTask,
     publish: Callable[[int], str],
+    send_job: SendJob,
     bucket: TokenBucket,
     providers: Sequence[tuple[str, bool]] = (),
 ) -> FastAPI:
@@ -500,13 +543,15 @@ def create_admin_api(
         title="hookfleet admin API",
         version="1",
         description=(
-            "Dead letters and stored webhooks: list, inspect, replay, discard. "
+            "Dead letters and stored webhooks: list, inspect, replay, discard; "
+            "scheduled jobs: start one now. "
             "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`; "
             "keys are made with `hookfleet keys create`. Every change is audited."
         ),
         exception_handlers={
             dead_letters.DeadLetterNotFoundError: _not_found,
             inbox_events.InboxEventNotFoundError: _not_found,
+            jobs.UnknownJobError: _not_found,
             dead_letters.DeadLetterStateError: _conflict,
             BrokerUnavailableError: _broker_down,
         },
@@ -515,10 +560,12 @@ def create_admin_api(
         sessions=sessions,
         send_task=send_task,
         publish=publish,
+        send_job=send_job,
         bucket=bucket,
         providers=tuple(providers),
     )
     app.include_router(dead_letter_routes)
     app.include_router(event_routes)
+    app.include_router(job_routes)
     app.include_router(health_routes)
     return app

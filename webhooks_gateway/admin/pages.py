@@ -6,9 +6,10 @@ both share one `AdminDeps`: the same database sessions, broker senders and token
 
 Who may do what is the admin API's: an operator signs in with an API key (`hookfleet keys create`),
 each page needs the scope its API route needs (dlq:read to see dead letters, dlq:write to replay or
-discard them, events:read and events:replay for stored webhooks; any key may see the health page),
-and every change goes through `workers.dead_letters` / `workers.inbox_events`, which write the audit
-rows, here with the actor `web:<key name>`. Sign-in and sign-out are audited too.
+discard them, events:read and events:replay for stored webhooks; any key may see the health page,
+jobs:run starts a scheduled job from it), and every change goes through `workers.dead_letters` /
+`workers.inbox_events` / `workers.jobs`, which write the audit rows, here with the actor
+`web:<key name>`. Sign-in and sign-out are audited too.
 
 Every POST carries the session's CSRF token (webhooks_gateway.admin.sessions); sign-in attempts are
 limited per client address with the API's Redis token bucket.
@@ -37,7 +38,7 @@ from schemas.tables import ApiKey
 from webhooks_gateway.admin import listing, sessions
 from webhooks_gateway.admin.api import AdminDeps, BrokerUnavailableError
 from webhooks_gateway.admin.health import enabled_providers, integration_health
-from workers import api_keys, dead_letters, inbox_events
+from workers import api_keys, dead_letters, inbox_events, jobs
 from workers.audit import audit
 from workers.logging import get_logger
 from workers.rate_limit import retry_after_seconds
@@ -162,6 +163,7 @@ DlqRead = Annotated[Operator, Depends(signed_in("dlq:read"))]
 DlqWrite = Annotated[Operator, Depends(signed_in("dlq:write"))]
 EventsRead = Annotated[Operator, Depends(signed_in("events:read"))]
 EventsReplay = Annotated[Operator, Depends(signed_in("events:replay"))]
+JobsRun = Annotated[Operator, Depends(signed_in("jobs:run"))]
 
 
 def _render(
@@ -529,7 +531,28 @@ def health_page(request: Request, operator: AnyKey) -> Response:
         health = integration_health(
             session, deps.bucket.redis, request.app.state.providers, now=_now()
         )
-    return _render(request, "health.html", {"health": health}, operator=operator)
+    context = {"health": health, "job_names": sorted(jobs.JOBS)}
+    return _render(request, "health.html", context, operator=operator)
+
+
+@routes.post("/jobs/{name}/run", name="page_run_job")
+def run_job(
+    request: Request,
+    operator: JobsRun,
+    _: Csrf,
+    name: str,
+    dry_run: Annotated[bool, Form()] = False,
+) -> Response:
+    task_id = jobs.request_run(
+        _deps(request).sessions,
+        name,
+        dry_run=dry_run,
+        actor=operator.actor,
+        send=_deps(request).start_job,
+    )
+    run = "A dry run of" if dry_run else "A run of"
+    sessions.flash(request, "ok", f"{run} {name} is queued (task {task_id}).")
+    return _redirect(request, "page_health")
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -628,6 +651,7 @@ def create_admin_pages(deps: AdminDeps, settings: Settings) -> FastAPI:
             CsrfRefusedError: _csrf_refused,
             dead_letters.DeadLetterNotFoundError: _not_found,
             inbox_events.InboxEventNotFoundError: _not_found,
+            jobs.UnknownJobError: _not_found,
             dead_letters.DeadLetterStateError: _conflict,
             BrokerUnavailableError: _broker_down,
             RequestValidationError: _bad_form,

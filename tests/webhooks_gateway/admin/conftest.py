@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from schemas.db import session_scope
 from schemas.tables import AuditEntry, JobRun
 from tests.conftest import make_settings
-from tests.support.admin_world import Published, SentTasks, World, no_enqueue
+from tests.support.admin_world import Published, SentJobs, SentTasks, World, no_enqueue
 from webhooks_gateway.app import create_app
 from workers.rate_limit import TokenBucket
 
@@ -76,7 +76,11 @@ MakeClient = Callable[..., TestClient]
 
 @pytest.fixture
 def make_client(
-    database_url: str, sent: SentTasks, published: Published, bucket: TokenBucket
+    database_url: str,
+    sent: SentTasks,
+    published: Published,
+    sent_jobs: SentJobs,
+    bucket: TokenBucket,
 ) -> Iterator[MakeClient]:
     """A started gateway app with these settings overrides, behind a test client (https or not)."""
     with_clients: list[TestClient] = []
@@ -84,7 +88,12 @@ def make_client(
     def make(*, https: bool = False, **overrides: Any) -> TestClient:
         settings = make_settings(database_url=database_url, **overrides)
         app = create_app(
-            settings, enqueue=no_enqueue, send_task=sent, publish=published, bucket=bucket
+            settings,
+            enqueue=no_enqueue,
+            send_task=sent,
+            publish=published,
+            send_job=sent_jobs,
+            bucket=bucket,
         )
         client = TestClient(app, base_url="https://testserver" if https else "http://testserver")
         client.__enter__()

@@ -10,19 +10,21 @@ from pathlib import Path
 import fakeredis
 import pytest
 import redis
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from schemas.db import make_engine, session_scope
 from schemas.migrate import upgrade
-from schemas.tables import InboxStatus, JobRun, WebhookEvent
+from schemas.tables import AuditEntry, InboxStatus, JobRun, WebhookEvent
 from tests.conftest import make_settings
+from tests.support.admin_world import SentJobs
 from tests.webhooks_gateway.admin.conftest import ADMIN, PagesWorld, sign_in
 from webhooks_gateway.admin.health import IntegrationHealth, integration_health, level_of
 from workers import runtime
 from workers.jobs import JOBS
 from workers.provider_calls import record_provider_call
+from workers.queues import JOB_QUEUE
 
 NOW = datetime.now(UTC)
 
@@ -238,3 +240,43 @@ def test_the_health_page_shows_every_provider_and_the_last_run_of_each_job(
     assert f'id="job-{world.job_name}"' in page.text
     assert '<span class="status status-failed">failed</span>' in page.text
     assert "Luma answered 500" in page.text
+
+
+def test_a_jobs_run_key_starts_a_job_from_the_health_page_and_the_start_is_audited(
+    client: TestClient, world: PagesWorld, sent_jobs: SentJobs
+) -> None:
+    name, key = world.key("jobs:run")
+    token = sign_in(client, key)
+
+    page = client.get(f"{ADMIN}/health")
+    forged = client.post(f"{ADMIN}/jobs/slack-sync/run", data={"csrf_token": "forged"})
+    started = client.post(
+        f"{ADMIN}/jobs/slack-sync/run", data={"csrf_token": token, "dry_run": "true"}
+    )
+
+    assert 'id="run-slack-sync"' in page.text
+    assert forged.status_code == 403
+    assert started.status_code == 200
+    assert "A dry run of slack-sync is queued (task task-1)." in started.text
+    task = JOBS["slack-sync"].task
+    assert sent_jobs.sent == [(task, {"triggered_by": f"web:{name}", "dry_run": True}, JOB_QUEUE)]
+    with world.sessions() as session:
+        actors = session.scalars(
+            select(AuditEntry.actor).where(
+                AuditEntry.action == "job.requested", AuditEntry.actor == f"web:{name}"
+            )
+        ).all()
+    assert actors == [f"web:{name}"]
+
+
+def test_without_jobs_run_the_health_page_offers_no_start_and_a_start_is_refused(
+    client: TestClient, world: PagesWorld, sent_jobs: SentJobs
+) -> None:
+    token = sign_in(client, world.key("events:read")[1])
+
+    page = client.get(f"{ADMIN}/health")
+    started = client.post(f"{ADMIN}/jobs/slack-sync/run", data={"csrf_token": token})
+
+    assert 'id="run-' not in page.text
+    assert started.status_code == 403
+    assert sent_jobs.sent == []
