@@ -192,22 +192,21 @@ class AdminDeps:
         headers: dict[str, Any],
         task_id: str,
     ) -> str:
-        try:
-            return self.send_task(name, args, kwargs, headers, task_id)
-        except Exception as exc:
-            raise BrokerUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
+        return _to_broker(self.send_task, name, args, kwargs, headers, task_id)
 
     def publish_event(self, inbox_id: int) -> str:
-        try:
-            return self.publish(inbox_id)
-        except Exception as exc:
-            raise BrokerUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
+        return _to_broker(self.publish, inbox_id)
 
     def start_job(self, task: str, kwargs: dict[str, Any], queue: str) -> str:
-        try:
-            return self.send_job(task, kwargs, queue)
-        except Exception as exc:
-            raise BrokerUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
+        return _to_broker(self.send_job, task, kwargs, queue)
+
+
+def _to_broker(call: Callable[..., str], *args: Any) -> str:
+    """Any failure to hand over is the broker's: the routes answer 503, nothing changed."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise BrokerUnavailableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
 
 
 def _deps(request: Request) -> AdminDeps:

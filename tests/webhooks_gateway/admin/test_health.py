@@ -250,16 +250,14 @@ def test_a_jobs_run_key_starts_a_job_from_the_health_page_and_the_start_is_audit
 
     page = client.get(f"{ADMIN}/health")
     forged = client.post(f"{ADMIN}/jobs/slack-sync/run", data={"csrf_token": "forged"})
-    started = client.post(
-        f"{ADMIN}/jobs/slack-sync/run", data={"csrf_token": token, "dry_run": "true"}
-    )
+    started = client.post(f"{ADMIN}/jobs/slack-sync/run", data={"csrf_token": token})
 
     assert 'id="run-slack-sync"' in page.text
     assert forged.status_code == 403
     assert started.status_code == 200
-    assert "A dry run of slack-sync is queued (task task-1)." in started.text
+    assert "A run of slack-sync is queued (task task-1)." in started.text
     task = JOBS["slack-sync"].task
-    assert sent_jobs.sent == [(task, {"triggered_by": f"web:{name}", "dry_run": True}, JOB_QUEUE)]
+    assert sent_jobs.sent == [(task, {"triggered_by": f"web:{name}", "dry_run": False}, JOB_QUEUE)]
     with world.sessions() as session:
         actors = session.scalars(
             select(AuditEntry.actor).where(
