@@ -209,15 +209,6 @@ def parsed(session: Session, row: WebhookEvent, model: type[Envelope]) -> Envelo
     return result
 
 
-def next_step(session: Session, inbox_id: int) -> str | None:
-    """The first step of the event's pipeline that has not finished, if any."""
-    row = inbox.get(session, inbox_id)
-    if row.status in inbox.DONE:
-        return None
-    remaining = _unfinished(row, inbox.finished_handlers(session, inbox_id))
-    return remaining[0] if remaining else None
-
-
 def _unfinished(row: WebhookEvent, done: set[str]) -> list[str]:
     """The event's pipeline steps not in `done`, in order."""
     return [name for name in DISPATCH.get((row.provider, row.event_type), ()) if name not in done]
