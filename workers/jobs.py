@@ -118,30 +118,21 @@ def request_run(
     same actor) never precedes its audit row; a send that fails is audited too, then raised.
     """
     spec = job_spec(name)
-    with session_scope(sessions) as session:
-        audit(
-            session,
-            actor=actor,
-            action="job.requested",
-            entity_type="job",
-            entity_id=name,
-            task=spec.task,
-            dry_run=dry_run,
-        )
+    _audit_job(sessions, actor, "job.requested", name, task=spec.task, dry_run=dry_run)
     kwargs = {"triggered_by": actor[:TRIGGERED_BY_CHARS], "dry_run": dry_run}
     try:
         return send(spec.task, kwargs, JOB_QUEUE)
     except Exception as exc:
-        with session_scope(sessions) as session:
-            audit(
-                session,
-                actor=actor,
-                action="job.request_failed",
-                entity_type="job",
-                entity_id=name,
-                error=f"{type(exc).__name__}: {exc}"[:300],
-            )
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        _audit_job(sessions, actor, "job.request_failed", name, error=error)
         raise
+
+
+def _audit_job(
+    sessions: sessionmaker[Session], actor: str, action: str, name: str, **detail: Any
+) -> None:
+    with session_scope(sessions) as session:
+        audit(session, actor=actor, action=action, entity_type="job", entity_id=name, **detail)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,11 @@ class SentJobs:
         return f"task-{len(self.sent)}"
 
 
+def job_queued(job: str, task_id: str, *, dry_run: bool) -> dict[str, Any]:
+    """The 202 answer of both routes that queue a job."""
+    return {"job": job, "task_id": task_id, "dry_run": dry_run, "status": "queued"}
+
+
 class Published:
     """Records inbox replays instead of publishing them; `broker_up=False` makes publishing fail."""
 

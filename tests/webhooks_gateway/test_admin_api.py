@@ -21,6 +21,7 @@ from tests.support.admin_world import (
     SentJobs,
     SentTasks,
     World,
+    job_queued,
     no_enqueue,
 )
 from tests.support.processes import free_port
@@ -415,12 +416,7 @@ def test_a_jobs_run_key_queues_the_job_as_itself_on_the_jobs_queue_and_is_audite
     response = client.post(f"{API}/jobs/slack-sync", params={"dry_run": "true"}, headers=headers)
 
     assert response.status_code == 202
-    assert response.json() == {
-        "job": "slack-sync",
-        "task_id": "task-1",
-        "dry_run": True,
-        "status": "queued",
-    }
+    assert response.json() == job_queued("slack-sync", "task-1", dry_run=True)
     task = JOBS["slack-sync"].task
     assert sent_jobs.sent == [(task, {"triggered_by": f"api:{name}", "dry_run": True}, JOB_QUEUE)]
     assert _job_audit(world, f"api:{name}") == [

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from schemas.migrate import upgrade
 from schemas.settings import Settings
 from tests.conftest import make_settings
-from tests.support.admin_world import SentJobs
+from tests.support.admin_world import SentJobs, job_queued
 from webhooks_gateway.app import create_app
 from workers.jobs import JOBS
 from workers.queues import JOB_QUEUE
@@ -53,12 +53,7 @@ def test_the_right_secret_queues_the_job_task_and_answers_202(
     response = client.post("/jobs/luma-approval", headers=bearer(CRON_SECRET))
 
     assert response.status_code == 202
-    assert response.json() == {
-        "job": "luma-approval",
-        "task_id": "task-1",
-        "dry_run": False,
-        "status": "queued",
-    }
+    assert response.json() == job_queued("luma-approval", "task-1", dry_run=False)
     assert sent.sent == [
         (JOBS["luma-approval"].task, {"triggered_by": "cron", "dry_run": False}, JOB_QUEUE)
     ]
