@@ -2,7 +2,9 @@
 
 Every attempt of a task id is counted in Redis, retries and redeliveries alike, so a task whose worker
 keeps dying under it (SIGKILL, OOM, hard time limit) is dead-lettered after the same limit instead of
-looping forever.
+looping forever. A failure while PostgreSQL does not answer at all is the fleet's, not the task's:
+the task waits for the database (backoff up to DATABASE_WAIT_MAX_SECONDS) without using an attempt,
+since without a database there is no dead letter to write either.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ ATTEMPTS_TTL_SECONDS = 7 * 86_400
 ALERT_PENDING_KEY = "hookfleet:alert:pending"
 ALERT_TASK = "tasks.notification.alert_dead_letters"
 MAX_ERROR_CHARS = 2000
+# The longest wait between two tries of a task while PostgreSQL does not answer.
+DATABASE_WAIT_MAX_SECONDS = 30.0
 
 
 # Per-task soft/hard limits (seconds); both stay well under BROKER_VISIBILITY_TIMEOUT.
@@ -40,6 +44,18 @@ PROVIDER_CALL_TASK_LIMITS = {"soft_time_limit": 60, "time_limit": 90}
 
 class WorkerLostRepeatedlyError(PermanentError):
     """The task was delivered more often than its attempts allow: its worker died under it."""
+
+
+def database_answers() -> bool:
+    """Whether PostgreSQL runs a statement now. A pooled connection that died with the server
+    fails here once and is dropped with the pool (SQLAlchemy's disconnect handling); the task then
+    waits one more time, which is harmless."""
+    try:
+        with runtime.engine().connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except SQLAlchemyError:
+        return False
+    return True
 
 
 def backoff_seconds(
@@ -57,6 +73,9 @@ class GatewayTask(Task):  # type: ignore[misc]
 
     acks_late = True
     reject_on_worker_lost = True
+    # Retries are bounded by `limit` below, counted in Redis; Celery's own bound (3 by default)
+    # would turn a retry past it into the original error, dropping the task unrecorded.
+    max_retries = None
     # None: the global TASK_MAX_RETRIES; a task may set its own.
     retry_limit: int | None = None
     # False for tasks whose first argument is not an inbox event id (alerts, sweeps).
@@ -92,6 +111,8 @@ class GatewayTask(Task):  # type: ignore[misc]
         timed_out = isinstance(exc, SoftTimeLimitExceeded)
         error = classify(TransientError(f"soft time limit: {exc}") if timed_out else exc)
         settings = runtime.settings()
+        if isinstance(exc, SQLAlchemyError) and not database_answers():
+            self._wait_for_database(exc, attempt)
         if isinstance(error, TransientError) and attempt <= self.limit:
             countdown = backoff_seconds(
                 attempt - 1,
@@ -107,8 +128,40 @@ class GatewayTask(Task):  # type: ignore[misc]
                 error=str(error)[:300],
                 retry_after=error.retry_after,
             )
-            raise self.retry(exc=exc, countdown=countdown, max_retries=None, **self._headers())
+            raise self.retry(exc=exc, countdown=countdown, **self._headers())
         self._dead_letter(exc, args, kwargs, attempts=attempt, trace=traceback.format_exc())
+
+    def _wait_for_database(self, exc: Exception, attempt: int) -> None:
+        """Try again later, this attempt not counted; the waits grow up to
+        DATABASE_WAIT_MAX_SECONDS, so a fleet's worth of tasks does not hammer a recovering server."""
+        waits = self._uncount_attempt()
+        countdown = backoff_seconds(
+            waits - 1,
+            base=runtime.settings().retry_backoff_seconds,
+            cap=DATABASE_WAIT_MAX_SECONDS,
+            retry_after=None,
+        )
+        log.warning(
+            "task.waiting_for_database",
+            attempt=attempt,
+            waits=waits,
+            countdown=round(countdown, 3),
+            error=str(exc)[:300],
+        )
+        raise self.retry(exc=exc, countdown=countdown, **self._headers())
+
+    def _uncount_attempt(self) -> int:
+        """Take back this delivery's attempt; return how many times the task has waited so far."""
+        key = ATTEMPTS_KEY.format(task_id=self.request.id)
+        try:
+            pipe = runtime.redis().pipeline()
+            pipe.hincrby(key, "attempts", -1)
+            pipe.hincrby(key, "database_waits", 1)
+            _, waits = pipe.execute()
+        except RedisError as exc:
+            log.warning("task.attempt_uncounted", error=str(exc)[:200])
+            return int(self.request.retries or 0) + 1
+        return int(waits)
 
     def _headers(self) -> dict[str, Any]:
         replay_of = self._replay_of()
@@ -185,7 +238,7 @@ class GatewayTask(Task):  # type: ignore[misc]
         except SQLAlchemyError as db_error:
             # No dead letter without a database: keep the message and try again later.
             log.error("task.dead_letter_unwritable", error=str(db_error)[:300])
-            raise self.retry(exc=exc, countdown=30, max_retries=None) from db_error
+            self._wait_for_database(db_error, attempts)
         DEAD_LETTERED.labels(task=self.name).inc()
         log.error(
             "task.dead_lettered",

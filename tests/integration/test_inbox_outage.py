@@ -1,11 +1,14 @@
-"""When PostgreSQL goes away the gateway refuses with 503, so the provider retries; nothing is lost."""
+"""When PostgreSQL goes away the gateway refuses with 503, so the provider retries, and the workers
+wait for it with what was already stored; nothing is lost."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -13,11 +16,20 @@ import pytest
 
 from schemas.migrate import upgrade
 from tests.conftest import STRIPE_SECRET, make_settings
-from tests.integration.conftest import fleet_env
+from tests.integration.conftest import fleet_env, running_fleet
 from tests.signing import sign_stripe
 from tests.support.private_postgres import PrivatePostgres
-from tests.support.processes import Service, free_port, gateway_service, redis_url_of, wait_for_http
+from tests.support.processes import (
+    Service,
+    free_port,
+    gateway_service,
+    redis_url_of,
+    wait_for_http,
+    wait_until,
+)
+from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer, body_of
+from workers.celery_app import make_celery
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +89,82 @@ def test_gateway_answers_503_while_postgres_is_stopped_and_recovers(
         assert _stored(own_postgres.url, refused) == 0  # nothing acknowledged was lost, none stored
     finally:
         gateway.stop()
+
+
+def _statuses(database_url: str, event_ids: list[str]) -> dict[str, int]:
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(
+            "SELECT status, count(*) FROM webhook_events WHERE event_id = ANY(%s) GROUP BY status",
+            (event_ids,),
+        ).fetchall()
+    return {status: count for status, count in rows}
+
+
+def _count(database_url: str, query: str) -> int:
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+# Longer than a task's retries take on the test clock (about 4 s), as a managed database's failover;
+# a task that waits for the database meanwhile is delivered about six times.
+POSTGRES_DOWN_SECONDS = 15
+
+
+def test_tasks_queued_while_postgres_is_stopped_wait_for_it_without_using_their_attempts(
+    own_postgres: PrivatePostgres, redis: Service, tmp_path: Path
+) -> None:
+    upgrade(make_settings(database_url=own_postgres.url))
+    with (
+        SandboxServer(tmp_path) as sandbox,
+        running_fleet(own_postgres.url, redis_url_of(redis), tmp_path, sandbox) as fleet,
+    ):
+        fleet.worker.stop()
+        events = [StripeCustomer.new().event("checkout.session.completed") for _ in range(10)]
+        assert {fleet.deliver(event).status_code for event in events} == {200}
+        ids = [event["id"] for event in events]
+        marker = f"outage-{time.time()}"
+
+        own_postgres.stop()
+        make_celery(fleet.settings()).send_task("tests.fault_tasks.always_permanent", [marker])
+        fleet.worker = fleet.start_worker()
+        time.sleep(POSTGRES_DOWN_SECONDS)
+        own_postgres.start()
+        back_at = time.monotonic()
+
+        wait_until(
+            lambda: _statuses(own_postgres.url, ids) == {"processed": 10},
+            timeout=120,
+            what="all 10 processed",
+        )
+        print(
+            f"\nPostgreSQL down {POSTGRES_DOWN_SECONDS} s: 10 events processed"
+            f" {time.monotonic() - back_at:.1f} s after it came back"
+        )
+        assert _count(own_postgres.url, "SELECT count(*) FROM memberships") == 10
+        # The task that fails for good is dead-lettered once, after its one attempt, not dropped
+        # past Celery's default of three retries while it waited.
+        wait_until(lambda: _dead_letters(own_postgres.url), timeout=60, what="a dead letter")
+        assert _dead_letters(own_postgres.url) == [
+            ("tests.fault_tasks.always_permanent", [marker], 1)
+        ]
+        wait_until(lambda: _alerts(sandbox), timeout=15, what="the alert")
+        assert len(_alerts(sandbox)) == 1
+
+
+def _alerts(sandbox: SandboxServer) -> list[dict[str, Any]]:
+    return [
+        call
+        for call in sandbox.calls("slack", "chat.postMessage")
+        if "new dead letter" in str(call["body"].get("text", ""))
+    ]
+
+
+def _dead_letters(database_url: str) -> list[tuple[str, list[str], int]]:
+    with psycopg.connect(database_url) as connection:
+        return [
+            (task_name, args, attempts)
+            for task_name, args, attempts in connection.execute(
+                "SELECT task_name, args, attempts FROM dead_letters ORDER BY id"
+            )
+        ]
