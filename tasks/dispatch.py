@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from schemas.db import session_scope, transaction_info
@@ -23,7 +24,7 @@ from schemas.tables import InboxStatus, WebhookEvent, utcnow
 from tasks import inbox
 from tasks.clients import configured, not_configured
 from workers import runtime
-from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask
+from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask, database_answers
 from workers.celery_app import app
 from workers.enqueue import publish_each
 from workers.logging import get_logger
@@ -340,7 +341,7 @@ def process_events(self: GatewayTask, inbox_ids: list[int]) -> dict[str, int]:
     own, in its own transaction; one that fails then goes on alone as process_event, with its own
     retries and dead letter, and does not hold up the rest. A batch delivered again (its worker died
     under it) or retried only sends each event on alone, so an event that kills its worker cannot
-    take the others with it.
+    take the others with it. While PostgreSQL does not answer, the batch waits for it as a whole.
     """
     if self.request.retries or (self.request.delivery_info or {}).get("redelivered"):
         publish_process_events_singly(inbox_ids)
@@ -376,6 +377,8 @@ def _process_together(inbox_ids: list[int], task_fields: dict[str, Any]) -> bool
             exc_type=type(exc).__name__,
             error=str(exc)[:300],
         )
+        if isinstance(exc, SQLAlchemyError) and not database_answers():
+            raise  # the batch waits for the database as a whole, not its events one by one
         return False
     for inbox_id, step in following:
         send_step(inbox_id, step)

@@ -16,7 +16,7 @@ import pytest
 
 from schemas.migrate import upgrade
 from tests.conftest import STRIPE_SECRET, make_settings
-from tests.integration.conftest import fleet_env, running_fleet
+from tests.integration.conftest import fleet_env, running_fleet, start_redis
 from tests.signing import sign_stripe
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.processes import (
@@ -112,44 +112,49 @@ POSTGRES_DOWN_SECONDS = 15
 
 
 def test_tasks_queued_while_postgres_is_stopped_wait_for_it_without_using_their_attempts(
-    own_postgres: PrivatePostgres, redis: Service, tmp_path: Path
+    own_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
     upgrade(make_settings(database_url=own_postgres.url))
-    with (
-        SandboxServer(tmp_path) as sandbox,
-        running_fleet(own_postgres.url, redis_url_of(redis), tmp_path, sandbox) as fleet,
-    ):
-        fleet.worker.stop()
-        events = [StripeCustomer.new().event("checkout.session.completed") for _ in range(10)]
-        assert {fleet.deliver(event).status_code for event in events} == {200}
-        ids = [event["id"] for event in events]
-        marker = f"outage-{time.time()}"
+    # A Redis of its own: the session's shared fleet, on the shared Redis, would take these tasks.
+    redis = start_redis(tmp_path)
+    try:
+        with (
+            SandboxServer(tmp_path) as sandbox,
+            running_fleet(own_postgres.url, redis_url_of(redis), tmp_path, sandbox) as fleet,
+        ):
+            fleet.worker.stop()
+            events = [StripeCustomer.new().event("checkout.session.completed") for _ in range(10)]
+            assert {fleet.deliver(event).status_code for event in events} == {200}
+            ids = [event["id"] for event in events]
+            marker = f"outage-{time.time()}"
 
-        own_postgres.stop()
-        make_celery(fleet.settings()).send_task("tests.fault_tasks.always_permanent", [marker])
-        fleet.worker = fleet.start_worker()
-        time.sleep(POSTGRES_DOWN_SECONDS)
-        own_postgres.start()
-        back_at = time.monotonic()
+            own_postgres.stop()
+            make_celery(fleet.settings()).send_task("tests.fault_tasks.always_permanent", [marker])
+            fleet.worker = fleet.start_worker()
+            time.sleep(POSTGRES_DOWN_SECONDS)
+            own_postgres.start()
+            back_at = time.monotonic()
 
-        wait_until(
-            lambda: _statuses(own_postgres.url, ids) == {"processed": 10},
-            timeout=120,
-            what="all 10 processed",
-        )
-        print(
-            f"\nPostgreSQL down {POSTGRES_DOWN_SECONDS} s: 10 events processed"
-            f" {time.monotonic() - back_at:.1f} s after it came back"
-        )
-        assert _count(own_postgres.url, "SELECT count(*) FROM memberships") == 10
-        # The task that fails for good is dead-lettered once, after its one attempt, not dropped
-        # past Celery's default of three retries while it waited.
-        wait_until(lambda: _dead_letters(own_postgres.url), timeout=60, what="a dead letter")
-        assert _dead_letters(own_postgres.url) == [
-            ("tests.fault_tasks.always_permanent", [marker], 1)
-        ]
-        wait_until(lambda: _alerts(sandbox), timeout=15, what="the alert")
-        assert len(_alerts(sandbox)) == 1
+            wait_until(
+                lambda: _statuses(own_postgres.url, ids) == {"processed": 10},
+                timeout=120,
+                what="all 10 processed",
+            )
+            print(
+                f"\nPostgreSQL down {POSTGRES_DOWN_SECONDS} s: 10 events processed"
+                f" {time.monotonic() - back_at:.1f} s after it came back"
+            )
+            assert _count(own_postgres.url, "SELECT count(*) FROM memberships") == 10
+            # The task that fails for good is dead-lettered once, after its one attempt, not dropped
+            # past Celery's default of three retries while it waited.
+            wait_until(lambda: _dead_letters(own_postgres.url), timeout=60, what="a dead letter")
+            assert _dead_letters(own_postgres.url) == [
+                ("tests.fault_tasks.always_permanent", [marker], 1)
+            ]
+            wait_until(lambda: _alerts(sandbox), timeout=15, what="the alert")
+            assert len(_alerts(sandbox)) == 1
+    finally:
+        redis.stop()
 
 
 def _alerts(sandbox: SandboxServer) -> list[dict[str, Any]]:
