@@ -106,9 +106,10 @@ def _count(database_url: str, query: str) -> int:
     return int(row[0]) if row else 0
 
 
-# Longer than a task's retries take on the test clock (about 4 s), as a managed database's failover;
-# a task that waits for the database meanwhile is delivered about six times.
-POSTGRES_DOWN_SECONDS = 15
+# Longer than a task's four attempts take on the test clock (at most 3.5 s), as a managed database's
+# failover; a task that waits for the database meanwhile is delivered about five times, more than
+# Celery's default bound of three retries.
+POSTGRES_DOWN_SECONDS = 8
 
 
 def test_tasks_queued_while_postgres_is_stopped_wait_for_it_without_using_their_attempts(
