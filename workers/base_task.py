@@ -141,6 +141,7 @@ class GatewayTask(Task):  # type: ignore[misc]
             cap=DATABASE_WAIT_MAX_SECONDS,
             retry_after=None,
         )
+        RETRIED.labels(task=self.name).inc()
         log.warning(
             "task.waiting_for_database",
             attempt=attempt,
@@ -159,7 +160,7 @@ class GatewayTask(Task):  # type: ignore[misc]
             pipe.hincrby(key, "database_waits", 1)
             _, waits = pipe.execute()
         except RedisError as exc:
-            log.warning("task.attempt_uncounted", error=str(exc)[:200])
+            log.warning("task.attempt_not_taken_back", error=str(exc)[:200])
             return int(self.request.retries or 0) + 1
         return int(waits)
 
