@@ -341,9 +341,10 @@ def process_events(self: GatewayTask, inbox_ids: list[int]) -> dict[str, int]:
     own, in its own transaction; one that fails then goes on alone as process_event, with its own
     retries and dead letter, and does not hold up the rest. A batch delivered again (its worker died
     under it) or retried only sends each event on alone, so an event that kills its worker cannot
-    take the others with it. While PostgreSQL does not answer, the batch waits for it as a whole.
+    take the others with it. While PostgreSQL does not answer, the batch waits for it as a whole,
+    and after the wait (which uses no attempt) it runs whole.
     """
-    if self.request.retries or (self.request.delivery_info or {}).get("redelivered"):
+    if self.attempt > 1 or (self.request.delivery_info or {}).get("redelivered"):
         publish_process_events_singly(inbox_ids)
         log.warning("events.batch_split", count=len(inbox_ids))
         return {"processed": 0, "sent_alone": len(inbox_ids)}

@@ -89,8 +89,13 @@ class GatewayTask(Task):  # type: ignore[misc]
             else runtime.settings().task_max_retries
         )
 
+    @property
+    def attempt(self) -> int:
+        """This delivery's attempt: retries and redeliveries counted, waits for the database not."""
+        return int(getattr(self.request, "hookfleet_attempt", None) or self.request.retries + 1)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        attempt = self._count_attempt()
+        attempt = self.request.hookfleet_attempt = self._count_attempt()
         if attempt > self.limit + 1:
             exc = WorkerLostRepeatedlyError(
                 f"delivered {attempt} times; the worker was lost under attempts {self.limit + 1}"

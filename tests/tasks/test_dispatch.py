@@ -180,6 +180,34 @@ def test_missing_inbox_row_is_a_permanent_error(db_session: Session) -> None:
         route_event(db_session, 987_654_321)
 
 
+@pytest.mark.parametrize(
+    ("retries", "attempt", "split"),
+    [(3, 1, False), (1, 2, True), (0, None, False), (1, None, True)],
+    ids=["after-database-waits", "after-a-failed-attempt", "first", "retried-count-unknown"],
+)
+def test_a_batch_runs_whole_after_waiting_for_the_database_and_is_split_after_a_failed_attempt(
+    monkeypatch: pytest.MonkeyPatch, retries: int, attempt: int | None, split: bool
+) -> None:
+    sent: list[int] = []
+    together: list[list[int]] = []
+    monkeypatch.setattr(dispatch, "publish_process_events_singly", sent.extend)
+
+    def run_together(inbox_ids: list[int], _: dict[str, object]) -> bool:
+        together.append(inbox_ids)
+        return True
+
+    monkeypatch.setattr(dispatch, "_process_together", run_together)
+    process_events.push_request(
+        id="batch-2", retries=retries, delivery_info={}, hookfleet_attempt=attempt
+    )
+    try:
+        process_events.run([5, 6, 7])
+    finally:
+        process_events.pop_request()
+
+    assert (sent, together) == (([5, 6, 7], []) if split else ([], [[5, 6, 7]]))
+
+
 def test_a_batch_delivered_again_sends_each_event_on_alone_without_processing_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
