@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from schemas.db import session_scope, transaction_info
@@ -24,7 +23,12 @@ from schemas.tables import InboxStatus, WebhookEvent, utcnow
 from tasks import inbox
 from tasks.clients import configured, not_configured
 from workers import runtime
-from workers.base_task import DATABASE_TASK_LIMITS, GatewayTask, database_answers
+from workers.base_task import (
+    DATABASE_TASK_LIMITS,
+    DatabaseUnreachableError,
+    GatewayTask,
+    database_down,
+)
 from workers.celery_app import app
 from workers.enqueue import publish_each
 from workers.logging import get_logger
@@ -378,8 +382,8 @@ def _process_together(inbox_ids: list[int], task_fields: dict[str, Any]) -> bool
             exc_type=type(exc).__name__,
             error=str(exc)[:300],
         )
-        if isinstance(exc, SQLAlchemyError) and not database_answers():
-            raise  # the batch waits for the database as a whole, not its events one by one
+        if database_down(exc):  # the batch waits for the database whole, not event by event
+            raise DatabaseUnreachableError(f"{type(exc).__name__}: {exc}"[:300]) from exc
         return False
     for inbox_id, step in following:
         send_step(inbox_id, step)

@@ -46,16 +46,25 @@ class WorkerLostRepeatedlyError(PermanentError):
     """The task was delivered more often than its attempts allow: its worker died under it."""
 
 
-def database_answers() -> bool:
-    """Whether PostgreSQL runs a statement now. A pooled connection that died with the server
-    fails here once and is dropped with the pool (SQLAlchemy's disconnect handling); the task then
-    waits one more time, which is harmless."""
+class DatabaseUnreachableError(TransientError):
+    """Raised in place of a database error once PostgreSQL was found not to answer, so that the
+    task's failure handling need not ask again."""
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether `exc` is a database error while PostgreSQL does not run a statement at all. A pooled
+    connection that died with the server fails the check once and is dropped with the pool
+    (SQLAlchemy's disconnect handling); the task then waits one more time, which is harmless."""
+    if isinstance(exc, DatabaseUnreachableError):
+        return True
+    if not isinstance(exc, SQLAlchemyError):
+        return False
     try:
         with runtime.engine().connect() as connection:
             connection.exec_driver_sql("SELECT 1")
     except SQLAlchemyError:
-        return False
-    return True
+        return True
+    return False
 
 
 def backoff_seconds(
@@ -116,7 +125,7 @@ class GatewayTask(Task):  # type: ignore[misc]
         timed_out = isinstance(exc, SoftTimeLimitExceeded)
         error = classify(TransientError(f"soft time limit: {exc}") if timed_out else exc)
         settings = runtime.settings()
-        if isinstance(exc, SQLAlchemyError) and not database_answers():
+        if database_down(exc):
             self._wait_for_database(exc, attempt)
         if isinstance(error, TransientError) and attempt <= self.limit:
             countdown = backoff_seconds(
