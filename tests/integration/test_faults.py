@@ -221,8 +221,8 @@ def _processed_at(engine: Engine, event_ids: list[str]) -> list[datetime]:
         )
 
 
-# Rows an outage left `received`: about six seconds of work for the test's worker.
-BACKLOG_ROWS = 3_000
+# Rows an outage left `received`: about three seconds of work for the test's worker.
+BACKLOG_ROWS = 1_500
 
 
 def test_a_live_webhook_is_processed_while_the_sweeps_backlog_still_drains(
