@@ -88,8 +88,9 @@ def assert_one_run_per_slot(runs: list[JobRun]) -> None:
     starts = [run.started_at for run in runs]
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(starts)]
     # A slot scheduled by both beats would start twice within moments (or be skipped as running);
-    # one slot's late start on a loaded box (measured: 1.2 s) brings the next one closer.
-    assert all(gap >= INTERVAL_SECONDS / 4 for gap in gaps), gaps
+    # one slot's late start on a loaded box (measured: 1.2 s, and 1.55 s, which left a gap of
+    # 0.45 s) brings the next one closer.
+    assert all(gap >= INTERVAL_SECONDS / 10 for gap in gaps), gaps
 
 
 def test_two_beats_run_each_slot_once_and_the_second_takes_over_when_the_first_stops(
