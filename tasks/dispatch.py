@@ -372,6 +372,7 @@ def _process_together(inbox_ids: list[int], task_fields: dict[str, Any]) -> bool
     following: list[tuple[int, str | None]] = []
     try:
         with session_scope(runtime.sessions()) as session, session.no_autoflush:
+            inbox.lock_all(session, inbox_ids)
             for inbox_id in inbox_ids:
                 _bind_event(task_fields, inbox_id)
                 following.append((inbox_id, _route_and_start(session, inbox_id, settings, [])[1]))

@@ -24,6 +24,13 @@ _LOCK = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
+_LOCK_ALL = (
+    select(WebhookEvent)
+    .where(WebhookEvent.id.in_(bindparam("inbox_ids", expanding=True)))
+    .order_by(WebhookEvent.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 class InboxRowMissingError(LookupError):
@@ -53,16 +60,28 @@ def _present(row: WebhookEvent | None, inbox_id: int) -> WebhookEvent:
     return row
 
 
+def lock_all(session: Session, inbox_ids: Sequence[int]) -> None:
+    """Lock a batch's rows in one SELECT ... FOR UPDATE (in id order) instead of one per event: a
+    round trip fewer for every event after the first. A missing row is reported when it is read."""
+    rows = session.scalars(_LOCK_ALL, {"inbox_ids": sorted(inbox_ids)}).all()
+    _hold(session, inbox_ids, rows)
+
+
 def _locked_row(session: Session, inbox_id: int) -> WebhookEvent | None:
     """SELECT ... FOR UPDATE once per transaction: routing and the step after it share the lock."""
-    held = transaction_info(session, _LOCKED)
-    if inbox_id in held:
+    if inbox_id in transaction_info(session, _LOCKED):
         return session.get(WebhookEvent, inbox_id)
     row = session.scalars(_LOCK, {"inbox_id": inbox_id}).one_or_none()
-    held[inbox_id] = True
-    if row is not None and row.status in _NOTHING_FINISHED:
-        none_handled(session, inbox_id)
+    _hold(session, [inbox_id], [] if row is None else [row])
     return row
+
+
+def _hold(session: Session, inbox_ids: Sequence[int], rows: Sequence[WebhookEvent]) -> None:
+    """Remember what this transaction has locked, and which rows have nothing finished yet."""
+    transaction_info(session, _LOCKED).update(dict.fromkeys(inbox_ids, True))
+    for row in rows:
+        if row.status in _NOTHING_FINISHED:
+            none_handled(session, row.id)
 
 
 def count_attempt(session: Session, inbox_id: int) -> None:

@@ -7,54 +7,24 @@ events one by one, so that both batches' events are applied, each once.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import structlog
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from schemas.settings import Settings
 from schemas.tables import AuditEntry, InboxStatus, Member, Membership, WebhookEvent
-from tasks import dispatch
-from tasks.dispatch import DATABASE_STEPS, process_events
+from tasks.dispatch import DATABASE_STEPS
 from tasks.lifecycle import RECORD_PAYMENT_FAILED
 from tests.support.rows import stored
 from tests.support.stripe_fixtures import StripeCustomer
-from workers import runtime
+from tests.tasks.conftest import run_batch
 
 # Long enough for PostgreSQL's deadlock check (deadlock_timeout, 1 s by default) to have run.
 BARRIER_SECONDS = 20
 T0 = 1_800_000_000
-
-
-@pytest.fixture
-def worker_runtime(
-    monkeypatch: pytest.MonkeyPatch, pg_engine: Engine, pg_settings: Settings
-) -> None:
-    """The worker's settings and sessions on the test database. With no provider configured the
-    lifecycle step is an event's last, so nothing goes to a broker."""
-    monkeypatch.setattr(runtime, "settings", lambda: pg_settings)
-    monkeypatch.setattr(
-        runtime, "sessions", lambda: sessionmaker(pg_engine, expire_on_commit=False)
-    )
-    monkeypatch.setattr(dispatch, "publish_process_events_singly", _no_publish)
-
-
-def _no_publish(inbox_ids: list[int]) -> None:
-    assert not inbox_ids, f"events {inbox_ids} failed alone too"
-
-
-def _run_batch(inbox_ids: list[int]) -> dict[str, int]:
-    structlog.contextvars.clear_contextvars()  # as a worker starts each task
-    process_events.push_request(id=f"batch-{secrets.token_hex(4)}", retries=0, delivery_info={})
-    try:
-        outcome: dict[str, int] = process_events.run(inbox_ids)
-        return outcome
-    finally:
-        process_events.pop_request()
 
 
 def _each_pauses_after_its_first_event(monkeypatch: pytest.MonkeyPatch) -> threading.Barrier:
@@ -79,7 +49,7 @@ def test_batches_deadlocked_on_shared_members_still_apply_every_event_once(
 ) -> None:
     x, y = StripeCustomer.new(), StripeCustomer.new()
     checkouts = [who.event("checkout.session.completed") for who in (x, y)]
-    assert _run_batch(stored(pg_engine, checkouts)) == {"processed": 2, "sent_alone": 0}
+    assert run_batch(stored(pg_engine, checkouts)) == {"processed": 2, "sent_alone": 0}
     failed = {who: who.event("invoice.payment_failed", created=T0) for who in (x, y)}
     failed_later = {who: who.event("invoice.payment_failed", created=T0 + 60) for who in (x, y)}
     # Arrival order: x then y in one batch, y then x in the next.
@@ -88,7 +58,7 @@ def test_batches_deadlocked_on_shared_members_still_apply_every_event_once(
     barrier = _each_pauses_after_its_first_event(monkeypatch)
 
     with structlog.testing.capture_logs() as logs, ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(_run_batch, [first, second]))
+        outcomes = list(pool.map(run_batch, [first, second]))
 
     assert not barrier.broken
     assert outcomes == [{"processed": 2, "sent_alone": 0}] * 2

@@ -1,0 +1,75 @@
+"""What a batch of sign-ups asks of PostgreSQL: each statement is a round trip, and on a small box
+the round trips are most of a worker's CPU."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session
+
+from schemas.tables import Member, Membership
+from tests.support.rows import stored
+from tests.support.stripe_fixtures import StripeCustomer
+from tests.tasks.conftest import run_batch
+
+
+def locked_reads(statements: list[str], table: str) -> list[str]:
+    return [s for s in statements if re.search(rf"FROM {table}\b(?s:.*)FOR UPDATE", s)]
+
+
+@pytest.fixture
+def statements(pg_engine: Engine) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    event.listen(pg_engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(pg_engine, "before_cursor_execute", record)
+
+
+def test_a_batch_of_new_customers_locks_its_inbox_rows_at_once_and_reads_no_member_first(
+    pg_engine: Engine, worker_runtime: None, statements: list[str]
+) -> None:
+    customers = [StripeCustomer.new() for _ in range(3)]
+    ids = stored(pg_engine, [who.event("checkout.session.completed") for who in customers])
+    statements.clear()
+
+    assert run_batch(ids) == {"processed": 3, "sent_alone": 0}
+
+    assert len(locked_reads(statements, "webhook_events")) == 1
+    assert [s for s in statements if re.search(r"FROM members\b", s)] == []
+    with Session(pg_engine) as session:
+        statuses = session.execute(
+            select(Member.stripe_customer_id, Membership.status)
+            .join(Membership, Membership.member_id == Member.id)
+            .where(Member.stripe_customer_id.in_([who.customer for who in customers]))
+        ).all()
+    assert sorted(statuses) == sorted((who.customer, "active") for who in customers)
+
+
+def test_a_checkout_for_a_known_customer_falls_back_to_the_locked_read(
+    pg_engine: Engine, worker_runtime: None, statements: list[str]
+) -> None:
+    who = StripeCustomer.new()
+    assert run_batch(stored(pg_engine, [who.event("customer.subscription.created")])) == {
+        "processed": 1,
+        "sent_alone": 0,
+    }
+    statements.clear()
+
+    assert run_batch(stored(pg_engine, [who.event("checkout.session.completed")])) == {
+        "processed": 1,
+        "sent_alone": 0,
+    }
+
+    # The customer's row, then (it has no email yet) any other member with the checkout's email.
+    assert len(locked_reads(statements, "members")) == 2
+    with Session(pg_engine) as session:
+        members = session.scalars(select(Member).where(Member.stripe_customer_id == who.customer))
+        assert [m.email for m in members] == [who.email]
