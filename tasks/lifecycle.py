@@ -78,6 +78,7 @@ def apply_checkout(session: Session, event: StripeEvent, inbox_id: int, settings
         email=checkout.email,
         name=checkout.name,
         visible=_visible_when_new(change),
+        likely_new=True,
     )
     return apply_change(session, member, change, event, inbox_id)
 
@@ -158,14 +159,21 @@ def upsert_member(
     email: str | None,
     name: str | None,
     visible: bool = False,
+    likely_new: bool = False,
 ) -> Member:
     """Find the member by Stripe customer id, else by email (a Clerk sign-up), else create it
     (`visible` from the start when the change will make it so: no UPDATE right after the INSERT).
+    When the member is `likely_new` (a checkout), the INSERT goes first: it stores a row only when
+    neither the customer id nor the email has one, which saves a sign-up the locked read.
 
     The row is locked for the rest of the transaction, so two events of one customer processed
     at the same time apply one after the other.
     """
     email = email.strip().lower() if email else None
+    if likely_new:
+        member = _new_member(session, customer_id, email, name, visible)
+        if member is not None:
+            return member
     # One locked read for both ways of finding the member; the Stripe customer id wins.
     wanted = Member.stripe_customer_id == customer_id
     found = session.scalars(
@@ -182,21 +190,30 @@ def upsert_member(
         elif member is not None:
             member.stripe_customer_id = customer_id
     if member is None:
-        member = session.scalar(
-            _insert_member(session.get_bind().dialect.name),
-            {"stripe_customer_id": customer_id, "email": email, "name": name, "visible": visible},
-        )
+        member = _new_member(session, customer_id, email, name, visible)
         if member is None:  # lost an insert race on the customer or email to a concurrent event
             return upsert_member(
                 session, customer_id=customer_id, email=email, name=name, visible=visible
             )
-        transaction_info(session, _NEW_MEMBERS)[member.id] = True
     if email and member.email is None:
         other = _locked_member(session, (Member.email == email) & (Member.id != member.id))
         if other is None or _merge_into(session, member, other):
             member.email = email
     if name and member.name is None:
         member.name = name
+    return member
+
+
+def _new_member(
+    session: Session, customer_id: str, email: str | None, name: str | None, visible: bool
+) -> Member | None:
+    """The member inserted, or None when its customer id or email is already taken."""
+    member: Member | None = session.scalar(
+        _insert_member(session.get_bind().dialect.name),
+        {"stripe_customer_id": customer_id, "email": email, "name": name, "visible": visible},
+    )
+    if member is not None:
+        transaction_info(session, _NEW_MEMBERS)[member.id] = True
     return member
 
 
