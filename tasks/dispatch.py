@@ -23,6 +23,7 @@ from schemas.tables import InboxStatus, WebhookEvent, utcnow
 from tasks import inbox
 from tasks.clients import configured, not_configured
 from workers import runtime
+from workers.audit import audits_together
 from workers.base_task import (
     DATABASE_TASK_LIMITS,
     DatabaseUnreachableError,
@@ -371,7 +372,11 @@ def _process_together(inbox_ids: list[int], task_fields: dict[str, Any]) -> bool
     settings = runtime.settings()
     following: list[tuple[int, str | None]] = []
     try:
-        with session_scope(runtime.sessions()) as session, session.no_autoflush:
+        with (
+            session_scope(runtime.sessions()) as session,
+            session.no_autoflush,
+            audits_together(session),
+        ):
             inbox.lock_all(session, inbox_ids)
             for inbox_id in inbox_ids:
                 _bind_event(task_fields, inbox_id)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
-from schemas.tables import Member, Membership
+from schemas.tables import AuditEntry, Member, Membership
 from tests.support.rows import stored
 from tests.support.stripe_fixtures import StripeCustomer
 from tests.tasks.conftest import run_batch
@@ -73,3 +73,23 @@ def test_a_checkout_for_a_known_customer_falls_back_to_the_locked_read(
     with Session(pg_engine) as session:
         members = session.scalars(select(Member).where(Member.stripe_customer_id == who.customer))
         assert [m.email for m in members] == [who.email]
+
+
+def test_a_batchs_audit_rows_go_in_with_one_statement_each_at_its_decision_time(
+    pg_engine: Engine, worker_runtime: None, statements: list[str]
+) -> None:
+    customers = [StripeCustomer.new() for _ in range(3)]
+    ids = stored(pg_engine, [who.event("checkout.session.completed") for who in customers])
+    statements.clear()
+
+    assert run_batch(ids) == {"processed": 3, "sent_alone": 0}
+
+    assert sum(s.startswith("INSERT INTO audit_log") for s in statements) == 1
+    with Session(pg_engine) as session:
+        rows = session.scalars(
+            select(AuditEntry).where(AuditEntry.inbox_id.in_(ids)).order_by(AuditEntry.id)
+        ).all()
+    assert [(row.inbox_id, row.action) for row in rows] == [
+        (inbox_id, "membership.status_changed") for inbox_id in ids
+    ]
+    assert [row.at for row in rows] == sorted({row.at for row in rows})  # one time per decision
