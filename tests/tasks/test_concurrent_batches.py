@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from schemas.tables import AuditEntry, InboxStatus, Member, Membership, WebhookEvent
+from tasks import dispatch
 from tasks.dispatch import DATABASE_STEPS
 from tasks.lifecycle import RECORD_PAYMENT_FAILED
 from tests.support.rows import stored
@@ -56,6 +57,9 @@ def test_batches_deadlocked_on_shared_members_still_apply_every_event_once(
     first = stored(pg_engine, [failed[x], failed[y]])
     second = stored(pg_engine, [failed_later[y], failed_later[x]])
     barrier = _each_pauses_after_its_first_event(monkeypatch)
+    # A logger first used inside the capture: the module's own may have been cached, in an earlier
+    # test of this process, with a processor list that a later configure_logging replaced.
+    monkeypatch.setattr(dispatch, "log", structlog.get_logger("tasks.dispatch"))
 
     with structlog.testing.capture_logs() as logs, ThreadPoolExecutor(2) as pool:
         outcomes = list(pool.map(run_batch, [first, second]))
