@@ -77,9 +77,13 @@ def _locked_row(session: Session, inbox_id: int) -> WebhookEvent | None:
 
 
 def _hold(session: Session, inbox_ids: Sequence[int], rows: Sequence[WebhookEvent]) -> None:
-    """Remember what this transaction has locked, and which rows have nothing finished yet."""
-    transaction_info(session, _LOCKED).update(dict.fromkeys(inbox_ids, True))
+    """Remember what this transaction has locked, and which rows have nothing finished yet. The
+    rows are kept, as the session's identity map keeps an unchanged row only while it is referenced
+    (else each event's read would go to PostgreSQL again)."""
+    held = transaction_info(session, _LOCKED)
+    held.update(dict.fromkeys(inbox_ids))
     for row in rows:
+        held[row.id] = row
         if row.status in _NOTHING_FINISHED:
             none_handled(session, row.id)
 

@@ -43,6 +43,7 @@ def test_a_batch_of_new_customers_locks_its_inbox_rows_at_once_and_reads_no_memb
     assert run_batch(ids) == {"processed": 3, "sent_alone": 0}
 
     assert len(locked_reads(statements, "webhook_events")) == 1
+    assert sum(s.startswith("SELECT") and "FROM webhook_events" in s for s in statements) == 1
     assert [s for s in statements if re.search(r"FROM members\b", s)] == []
     with Session(pg_engine) as session:
         statuses = session.execute(
