@@ -33,14 +33,25 @@ def statements(pg_engine: Engine) -> Iterator[list[str]]:
     event.remove(pg_engine, "before_cursor_execute", record)
 
 
+def run_as_one_batch(
+    pg_engine: Engine, statements: list[str], events: list[dict[str, Any]]
+) -> list[int]:
+    """The events stored, then run as one batch with only its own statements recorded."""
+    ids = stored(pg_engine, events)
+    statements.clear()
+    assert run_batch(ids) == {"processed": len(ids), "sent_alone": 0}
+    return ids
+
+
+def checkouts(customers: list[StripeCustomer]) -> list[dict[str, Any]]:
+    return [who.event("checkout.session.completed") for who in customers]
+
+
 def test_a_batch_of_new_customers_locks_its_inbox_rows_at_once_and_reads_no_member_first(
     pg_engine: Engine, worker_runtime: None, statements: list[str]
 ) -> None:
     customers = [StripeCustomer.new() for _ in range(3)]
-    ids = stored(pg_engine, [who.event("checkout.session.completed") for who in customers])
-    statements.clear()
-
-    assert run_batch(ids) == {"processed": 3, "sent_alone": 0}
+    run_as_one_batch(pg_engine, statements, checkouts(customers))
 
     assert len(locked_reads(statements, "webhook_events")) == 1
     assert sum(s.startswith("SELECT") and "FROM webhook_events" in s for s in statements) == 1
@@ -58,16 +69,9 @@ def test_a_checkout_for_a_known_customer_falls_back_to_the_locked_read(
     pg_engine: Engine, worker_runtime: None, statements: list[str]
 ) -> None:
     who = StripeCustomer.new()
-    assert run_batch(stored(pg_engine, [who.event("customer.subscription.created")])) == {
-        "processed": 1,
-        "sent_alone": 0,
-    }
-    statements.clear()
+    run_as_one_batch(pg_engine, statements, [who.event("customer.subscription.created")])
 
-    assert run_batch(stored(pg_engine, [who.event("checkout.session.completed")])) == {
-        "processed": 1,
-        "sent_alone": 0,
-    }
+    run_as_one_batch(pg_engine, statements, checkouts([who]))
 
     # The customer's row, then (it has no email yet) any other member with the checkout's email.
     assert len(locked_reads(statements, "members")) == 2
@@ -79,11 +83,9 @@ def test_a_checkout_for_a_known_customer_falls_back_to_the_locked_read(
 def test_a_batchs_audit_rows_go_in_with_one_statement_each_at_its_decision_time(
     pg_engine: Engine, worker_runtime: None, statements: list[str]
 ) -> None:
-    customers = [StripeCustomer.new() for _ in range(3)]
-    ids = stored(pg_engine, [who.event("checkout.session.completed") for who in customers])
-    statements.clear()
-
-    assert run_batch(ids) == {"processed": 3, "sent_alone": 0}
+    ids = run_as_one_batch(
+        pg_engine, statements, checkouts([StripeCustomer.new() for _ in range(3)])
+    )
 
     assert sum(s.startswith("INSERT INTO audit_log") for s in statements) == 1
     with Session(pg_engine) as session:
