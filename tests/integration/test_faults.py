@@ -107,7 +107,12 @@ def test_worker_sigkilled_mid_call_finishes_after_restart_with_the_effect_once(
             database_url, redis_url_of(redis), tmp_path, sandbox, overrides=SHORT_VISIBILITY
         ) as fleet:
             assert fleet.deliver(event).status_code == 200
-            wait_until(lambda: _effect_state(pg_engine, key) == "started", what="the call to begin")
+            # The effect claimed and the call at the sandbox (it took the fault and waits out its
+            # latency): a kill between the claim and the send would lose the post, by design.
+            wait_until(
+                lambda: _effect_state(pg_engine, key) == "started" and not sandbox.faults(),
+                what="the call to begin",
+            )
 
             fleet.worker.stop(signal.SIGKILL)
             killed_at = time.monotonic()

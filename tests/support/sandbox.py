@@ -114,6 +114,11 @@ class SandboxServer:
             fault["body"] = body
         self._request("POST", "/_sandbox/faults", json=fault)
 
+    def faults(self) -> list[dict[str, Any]]:
+        """The faults not yet used up: a call takes its fault as it arrives, before any latency."""
+        faults: list[dict[str, Any]] = self._request("GET", "/_sandbox/faults")["faults"]
+        return faults
+
     def clear_faults(self) -> None:
         self._request("DELETE", "/_sandbox/faults")
 
