@@ -9,11 +9,10 @@ from typing import Any, cast
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
-from schemas.db import transaction_info
 from schemas.tables import AuditEntry, utcnow
 
 _INSERT = insert(cast(Table, AuditEntry.__table__))
-# transaction_info key: the rows `audits_together` holds back for one INSERT.
+# Session.info key: the rows `audits_together` holds back for one INSERT, while its block runs.
 _HELD = "hookfleet.held_audit_rows"
 
 
@@ -40,7 +39,7 @@ def audit(
         "inbox_id": inbox_id,
         "detail": detail,
     }
-    held: list[dict[str, Any]] | None = transaction_info(session, _HELD).get("rows")
+    held: list[dict[str, Any]] | None = session.info.get(_HELD)
     if held is None:
         session.execute(_INSERT, row)
     else:
@@ -52,11 +51,10 @@ def audits_together(session: Session) -> Iterator[None]:
     """The audit rows written in this block go in at its end, in one statement (a round trip per
     row fewer), still inside the caller's transaction; nothing goes in when the block raises."""
     rows: list[dict[str, Any]] = []
-    state = transaction_info(session, _HELD)
-    state["rows"] = rows
+    session.info[_HELD] = rows
     try:
         yield
     finally:
-        del state["rows"]
+        del session.info[_HELD]
     if rows:
         session.execute(_INSERT, rows)
