@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from binascii import b2a_base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,15 +186,17 @@ class InboxWriter:
 # request); five arrays cost psycopg about 24 us of CPU per row to dump, the JSON document about 6 us.
 # PostgreSQL's CPU per batch of 8 or 32 rows is the same either way; with one row per batch (open
 # loop at 2,000/s) it was 0.16 against 0.14 ms per request, where the gateway saved 0.015-0.03 ms.
+# Base64 rather than hex: PostgreSQL's CPU per 2.5 KB Stripe row, batches of 32, went from 75-108 to
+# 58-60 us (its JSON parse and decode of a body twice the size had been most of a row's cost).
 _PG_INSERT = text(
     """
     INSERT INTO webhook_events
         (provider, event_id, event_type, body, headers, status, attempts, handler_count,
          received_at)
-    SELECT provider, event_id, event_type, decode(body_hex, 'hex'), headers, :status, 0, 0,
+    SELECT provider, event_id, event_type, decode(body_b64, 'base64'), headers, :status, 0, 0,
         :received_at
     FROM json_to_recordset(CAST(:rows AS json))
-        AS batch(provider text, event_id text, event_type text, body_hex text, headers jsonb)
+        AS batch(provider text, event_id text, event_type text, body_b64 text, headers jsonb)
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING id, provider, event_id
     """
@@ -206,7 +209,7 @@ def _pg_params(rows: list[InboxRow], now: datetime) -> dict[str, Any]:
             "provider": row.provider,
             "event_id": row.event_id,
             "event_type": row.event_type,
-            "body_hex": row.body.hex(),
+            "body_b64": b2a_base64(row.body, newline=False).decode(),
             "headers": row.headers,
         }
         for row in rows
