@@ -105,11 +105,12 @@ class InboxWriter:
         if self._queue is None:
             raise InboxUnavailableError("the inbox writer is not running")
         pending = _Pending(rows)
-        # A request cancelled while waiting never reads its answer; mark the answer as read.
+        # A request cancelled as its batch failed never reads its answer; mark the answer as read.
         pending.done.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue.put_nowait(pending)
-        # shield: a client that hangs up must not cancel the commit other requests share.
-        return await asyncio.shield(pending.done)
+        # A request cancelled here cancels only its own future: the commit, which other requests
+        # share, is the writer task's, and it skips answering a future that is done.
+        return await pending.done
 
     async def _run(self) -> None:
         assert self._queue is not None

@@ -1,14 +1,15 @@
 """Gateway-side Prometheus metrics: webhook outcomes, acknowledgement latency, inbox rows.
 
 `webhooks_received_total{provider, outcome}` is counted by the ingest path itself. The ack latency is
-measured around the webhook route from outside it (the time until the route has its answer), so the
-ingest code stays free of timing. `/metrics` serves prometheus-client's multiprocess sum when
+measured around the webhook app from outside it (the time until its answer is sent), so the ingest
+code stays free of timing. `/metrics` serves prometheus-client's multiprocess sum when
 PROMETHEUS_MULTIPROC_DIR is set (uvicorn may run several workers; the launcher wipes the directory
 before it starts them), else this process's registry; inbox rows are counted at scrape time.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,8 +29,10 @@ from prometheus_client.core import Metric
 from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webhooks_gateway.providers import PROVIDERS
+from webhooks_gateway.webhook_route import webhook_provider
 from workers.scrape_collectors import InboxCollector
 from workers.worker_metrics import MULTIPROC_ENV
 
@@ -54,18 +57,38 @@ UNKNOWN_PROVIDER = "unknown"
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def timed_webhook(endpoint: Endpoint) -> Endpoint:
-    """The webhook route, its answer timed per provider (names outside PROVIDERS count as one)."""
+def received(provider: str, outcome: str) -> Counter:
+    """The `webhooks_received_total` series of a provider and outcome."""
+    return _received(_label(provider), outcome)
 
-    async def timed(request: Request) -> Response:
+
+def _label(provider: str) -> str:
+    """Any name can be in the URL: outside PROVIDERS it is one label value, not a series per name."""
+    return provider if provider in PROVIDERS else UNKNOWN_PROVIDER
+
+
+# Each series looked up once (`labels()` checks and locks on every call); the keys are bounded by
+# PROVIDERS and the outcomes the ingest path names.
+@functools.cache
+def _received(label: str, outcome: str) -> Counter:
+    return WEBHOOKS_RECEIVED.labels(provider=label, outcome=outcome)
+
+
+@functools.cache
+def _ack_latency(label: str) -> Histogram:
+    return ACK_LATENCY.labels(provider=label)
+
+
+def timed_webhook(app: ASGIApp) -> ASGIApp:
+    """The webhook app, timed per provider until its answer is sent, or it raised."""
+
+    async def timed(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:
-            return await endpoint(request)
+            await app(scope, receive, send)
         finally:
-            name = request.path_params.get("provider", "")
-            ACK_LATENCY.labels(provider=name if name in PROVIDERS else UNKNOWN_PROVIDER).observe(
-                time.perf_counter() - started
-            )
+            name = webhook_provider(scope["path"]) or ""
+            _ack_latency(_label(name)).observe(time.perf_counter() - started)
 
     return timed
 

@@ -158,6 +158,29 @@ def test_same_event_twice_in_one_batch_is_stored_once_and_answered_duplicate_onc
     assert stored.id in (first[0], second[0])
 
 
+def test_a_delivery_whose_request_is_cancelled_is_still_committed_with_its_batch_mates(
+    pg_settings: Settings, pg_engine: Engine
+) -> None:
+    hung_up, stayed = _row(), _row()
+
+    async def scenario(writer: InboxWriter) -> list[int | None]:
+        gone = asyncio.ensure_future(writer.write([hung_up]))
+        kept = asyncio.ensure_future(writer.write([stayed]))
+        await asyncio.sleep(0)  # both rows are with the writer
+        gone.cancel()
+        answer = await kept
+        assert gone.cancelled()
+        return answer
+
+    (stayed_id,) = _run(pg_settings, scenario)
+
+    assert stayed_id is not None
+    assert {row.event_id for row in _stored(pg_engine, [hung_up, stayed])} == {
+        hung_up.event_id,
+        stayed.event_id,
+    }
+
+
 def test_event_already_in_the_inbox_is_answered_duplicate_and_commits_nothing(
     pg_settings: Settings, pg_engine: Engine
 ) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
 import pytest
+import structlog
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
 from schemas.migrate import upgrade
 from schemas.settings import Settings
@@ -20,6 +23,7 @@ from tests.conftest import STRIPE_SECRET, make_settings
 from tests.signing import sign_stripe
 from tests.support.processes import free_port, wait_until
 from tests.support.stripe_fixtures import StripeCustomer, body_of, fixture_files
+from webhooks_gateway import ingest
 from webhooks_gateway.app import GC_YOUNG_THRESHOLD, create_app
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -255,10 +259,11 @@ def test_readyz_is_503_when_the_broker_is_unreachable(sqlite_settings: Settings)
     assert response.json()["checks"] == {"database": True, "broker": False}
 
 
+@pytest.mark.parametrize("method", ["GET", "OPTIONS", "PUT"])
 def test_wrong_method_is_a_json_405_and_stores_nothing(
-    client: TestClient, sqlite_settings: Settings
+    client: TestClient, sqlite_settings: Settings, method: str
 ) -> None:
-    response = client.get("/webhooks/stripe")
+    response = client.request(method, "/webhooks/stripe")
 
     assert response.status_code == 405
     assert response.json() == {"error": "method_not_allowed", "allowed": ["POST"]}
@@ -304,3 +309,31 @@ def test_names_in_the_url_that_are_no_provider_are_counted_as_one_unknown_series
 
     assert _outcomes(client, "unknown")["not_enabled"] - before == 2
     assert "wp-login.php" not in client.get("/metrics").text
+
+
+def test_each_answer_is_logged_with_its_provider_event_and_inbox_ids(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = body_of(StripeCustomer.new().event("invoice.paid"))
+    event_id = json.loads(body)["id"]
+    # A logger first used inside the capture: the module's may be cached with an earlier set-up.
+    monkeypatch.setattr(ingest, "log", structlog.get_logger("webhooks_gateway.ingest"))
+
+    with capture_logs() as logs:
+        accepted = _post(client, body).json()
+        _post(client, body)
+        client.post("/webhooks/stripe", content=body, headers={"Stripe-Signature": "t=1,v1=00"})
+
+    answers = [line for line in logs if line["event"].startswith("webhook.")]
+    assert [(a["event"], a["provider"], a.get("event_id"), a.get("inbox_id")) for a in answers] == [
+        ("webhook.received", "stripe", event_id, accepted["inbox_id"]),
+        ("webhook.received", "stripe", event_id, None),
+        ("webhook.rejected", "stripe", None, None),
+    ]
+    assert [a["http_status"] for a in answers] == [200, 200, 400]
+
+
+def test_paths_beside_the_webhook_route_are_not_taken_for_it(client: TestClient) -> None:
+    assert client.get("/webhooks/").status_code == 404
+    assert client.post("/webhooks/stripe/extra", content=b"{}").status_code == 404
+    assert client.get("/healthz").status_code == 200

@@ -1,4 +1,4 @@
-"""The gateway's metrics: acknowledgement latency timed around the webhook route per provider, and
+"""The gateway's metrics: acknowledgement latency timed around the webhook app per provider, and
 /metrics serving this process's registry, or the sum of every process's files in multiprocess mode,
 plus inbox rows counted at scrape time."""
 
@@ -16,15 +16,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
 from schemas.db import make_engine
 from schemas.migrate import upgrade
 from schemas.tables import WebhookEvent
 from tests.conftest import make_settings
 from webhooks_gateway.metrics import metrics_endpoint, timed_webhook
+from webhooks_gateway.webhook_route import WebhooksFirst
 from workers.worker_metrics import MULTIPROC_ENV
 
 
@@ -37,20 +39,16 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-async def _answer(request: Request) -> Response:
-    if request.query_params.get("fail"):
+async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
+    if Request(scope).query_params.get("fail"):
         raise RuntimeError("the route broke")
-    return JSONResponse({"ok": True})
+    await JSONResponse({"ok": True})(scope, receive, send)
 
 
 @pytest.fixture
 def client(engine: Engine) -> Iterator[TestClient]:
-    app = Starlette(
-        routes=[
-            Route("/webhooks/{provider}", timed_webhook(_answer), methods=["POST"]),
-            Route("/metrics", metrics_endpoint(engine), methods=["GET"]),
-        ]
-    )
+    rest = Starlette(routes=[Route("/metrics", metrics_endpoint(engine), methods=["GET"])])
+    app = WebhooksFirst(timed_webhook(_answer), rest)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
