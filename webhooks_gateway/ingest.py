@@ -93,7 +93,7 @@ class Ingest:
         """The ASGI app of `/webhooks/{provider}`, called for it ahead of Starlette's middleware and
         router (`webhook_provider`): they cost about a tenth of a webhook's CPU in the gateway."""
         request = Request(scope, receive)
-        response = await self.handle(request, webhook_provider(scope["path"]) or "")
+        response = await self.handle(request, webhook_provider(scope) or "")
         await response(scope, receive, send)
 
     async def handle(self, request: Request, name: str) -> Response:

@@ -87,7 +87,7 @@ def timed_webhook(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send)
         finally:
-            name = webhook_provider(scope["path"]) or ""
+            name = webhook_provider(scope) or ""
             _ack_latency(_label(name)).observe(time.perf_counter() - started)
 
     return timed

@@ -8,14 +8,17 @@ Starlette as before.
 
 from __future__ import annotations
 
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 WEBHOOK_PREFIX = "/webhooks/"
 
 
-def webhook_provider(path: str) -> str | None:
+def webhook_provider(scope: Scope) -> str | None:
     """The `{provider}` of `/webhooks/{provider}`, or None: Zapier's REST-hook paths have a segment
-    more, and an empty name is no webhook route."""
+    more, and an empty name is no webhook route. The path is taken as Starlette's router takes it,
+    without the app's root path (`--root-path` behind a proxy)."""
+    path = get_route_path(scope)
     if not path.startswith(WEBHOOK_PREFIX):
         return None
     name = path[len(WEBHOOK_PREFIX) :]
@@ -30,7 +33,7 @@ class WebhooksFirst:
         self.rest = rest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and webhook_provider(scope["path"]) is not None:
+        if scope["type"] == "http" and webhook_provider(scope) is not None:
             await self.webhooks(scope, receive, send)
         else:
             await self.rest(scope, receive, send)

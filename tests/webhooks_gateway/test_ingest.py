@@ -337,3 +337,17 @@ def test_paths_beside_the_webhook_route_are_not_taken_for_it(client: TestClient)
     assert client.get("/webhooks/").status_code == 404
     assert client.post("/webhooks/stripe/extra", content=b"{}").status_code == 404
     assert client.get("/healthz").status_code == 200
+
+
+def test_behind_a_proxy_root_path_webhooks_still_reach_the_ingest_path(
+    sqlite_settings: Settings, sent: SentTasks
+) -> None:
+    app = create_app(sqlite_settings, enqueue=sent, clock=lambda: NOW)
+    body = body_of(StripeCustomer.new().event("invoice.paid"))
+    headers = sign_stripe(body, secret=STRIPE_SECRET, at=NOW)
+
+    with TestClient(app, root_path="/hooks") as client:
+        response = client.post("/hooks/webhooks/stripe", content=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "accepted"
