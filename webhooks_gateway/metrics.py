@@ -1,7 +1,7 @@
 """Gateway-side Prometheus metrics: webhook outcomes, acknowledgement latency, inbox rows.
 
 `webhooks_received_total{provider, outcome}` is counted by the ingest path itself. The ack latency is
-measured around the webhook app from outside it (the time until its answer is sent), so the ingest
+measured around the webhook app from outside it (the time until its answer starts), so the ingest
 code stays free of timing. `/metrics` serves prometheus-client's multiprocess sum when
 PROMETHEUS_MULTIPROC_DIR is set (uvicorn may run several workers; the launcher wipes the directory
 before it starts them), else this process's registry; inbox rows are counted at scrape time.
@@ -29,7 +29,7 @@ from prometheus_client.core import Metric
 from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webhooks_gateway.providers import PROVIDERS
 from webhooks_gateway.webhook_route import webhook_provider
@@ -80,15 +80,29 @@ def _ack_latency(label: str) -> Histogram:
 
 
 def timed_webhook(app: ASGIApp) -> ASGIApp:
-    """The webhook app, timed per provider until its answer is sent, or it raised."""
+    """The webhook app, timed per provider until its answer starts (status and headers handed to
+    the server), or until it raised: a client slow to read the body does not count."""
 
     async def timed(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        try:
-            await app(scope, receive, send)
-        finally:
+        observed = False
+
+        def observe() -> None:
+            nonlocal observed
+            observed = True
             name = webhook_provider(scope) or ""
             _ack_latency(_label(name)).observe(time.perf_counter() - started)
+
+        async def send_timed(message: Message) -> None:
+            if not observed and message["type"] == "http.response.start":
+                observe()
+            await send(message)
+
+        try:
+            await app(scope, receive, send_timed)
+        finally:
+            if not observed:
+                observe()
 
     return timed
 

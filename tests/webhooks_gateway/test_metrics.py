@@ -4,6 +4,7 @@ plus inbox rows counted at scrape time."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -40,8 +41,14 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
-    if Request(scope).query_params.get("fail"):
+    query = Request(scope).query_params
+    if query.get("fail"):
         raise RuntimeError("the route broke")
+    if query.get("slow_body"):  # the answer starts at once; its body (a slow reader) comes later
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.5)
+        await send({"type": "http.response.body", "body": b"{}"})
+        return
     await JSONResponse({"ok": True})(scope, receive, send)
 
 
@@ -85,6 +92,23 @@ def test_a_route_that_raises_is_timed_all_the_same(client: TestClient) -> None:
     assert client.post("/webhooks/slack?fail=1").status_code == 500
 
     assert _timed("slack") - before == 1
+
+
+def test_the_ack_is_timed_until_the_answer_starts_not_until_its_body_is_sent(
+    client: TestClient,
+) -> None:
+    def seconds() -> float:
+        value = REGISTRY.get_sample_value(
+            "webhooks_ack_latency_seconds_sum", {"provider": "mailchimp"}
+        )
+        return value or 0.0
+
+    before, count = seconds(), _timed("mailchimp")
+
+    assert client.post("/webhooks/mailchimp?slow_body=1").status_code == 200
+
+    assert _timed("mailchimp") - count == 1
+    assert seconds() - before < 0.25
 
 
 def test_metrics_serves_webhook_counts_and_inbox_rows_by_status(
