@@ -32,7 +32,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webhooks_gateway.providers import PROVIDERS
-from webhooks_gateway.webhook_route import webhook_provider
 from workers.scrape_collectors import InboxCollector
 from workers.worker_metrics import MULTIPROC_ENV
 
@@ -80,8 +79,9 @@ def _ack_latency(label: str) -> Histogram:
 
 
 def timed_webhook(app: ASGIApp) -> ASGIApp:
-    """The webhook app, timed per provider until its answer starts (status and headers handed to
-    the server), or until it raised: a client slow to read the body does not count."""
+    """The webhook app (behind `WebhooksFirst`), timed per provider until its answer starts (status
+    and headers handed to the server), or until it raised: a client slow to read the body does not
+    count."""
 
     async def timed(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -90,7 +90,7 @@ def timed_webhook(app: ASGIApp) -> ASGIApp:
         def observe() -> None:
             nonlocal observed
             observed = True
-            name = webhook_provider(scope) or ""
+            name = scope["path_params"]["provider"]
             _ack_latency(_label(name)).observe(time.perf_counter() - started)
 
         async def send_timed(message: Message) -> None:

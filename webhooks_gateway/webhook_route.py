@@ -1,9 +1,11 @@
 """`/webhooks/{provider}` taken ahead of the rest of the app.
 
-Nearly every request the gateway serves is a webhook. Starlette's middleware, router and per-route
-wrappers cost about a tenth of a webhook's CPU in the gateway, so this path goes straight to the
-ingest app; every other path (health, metrics, jobs, Zapier's REST hooks, the admin) goes through
-Starlette as before.
+Nearly every request the gateway serves is a webhook, and Starlette's middleware, router and
+per-route wrappers ran for each of them. This path goes straight to the ingest app, its provider in
+`scope["path_params"]` as Starlette's router would put it; every other path (health, metrics, jobs,
+Zapier's REST hooks, the admin) goes through Starlette. Together with the log fields and metric
+lookups trimmed in the same change, the gateway's CPU per webhook under wrk went from 458-575 to
+354-470 us (two interleaved pairs of runs).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ class WebhooksFirst:
         self.rest = rest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and webhook_provider(scope) is not None:
-            await self.webhooks(scope, receive, send)
-        else:
+        provider = webhook_provider(scope) if scope["type"] == "http" else None
+        if provider is None:
             await self.rest(scope, receive, send)
+            return
+        scope["path_params"] = {"provider": provider}
+        await self.webhooks(scope, receive, send)
