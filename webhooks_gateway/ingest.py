@@ -133,7 +133,7 @@ class Ingest:
         self, provider: Provider, request: Request, events: list[InboundEvent]
     ) -> Response:
         kept = {h: request.headers[h] for h in provider.STORED_HEADERS if h in request.headers}
-        event_id = ",".join(e.event_id for e in events)[:300]
+        logged = {"event_id": ",".join(e.event_id for e in events)[:300]}
         rows = [
             InboxRow(provider.NAME, event.event_id, event.event_type, event.body, kept)
             for event in events
@@ -142,16 +142,12 @@ class Ingest:
             inserted = await self.writer.write(rows)
         except InboxUnavailableError:
             # Not stored, so not acknowledged: the provider's retry is our second chance.
-            return _reply(provider.NAME, 503, "inbox_unavailable", logged={"event_id": event_id})
+            return _reply(provider.NAME, 503, "inbox_unavailable", logged=logged)
         new_ids = [inbox_id for inbox_id in inserted if inbox_id is not None]
         duplicates = len(inserted) - len(new_ids)
         if not new_ids:
             return _reply(
-                provider.NAME,
-                200,
-                status="duplicate",
-                outcome="duplicate",
-                logged={"event_id": event_id},
+                provider.NAME, 200, status="duplicate", outcome="duplicate", logged=logged
             )
         # Committed; the relay publishes process_event for these rows after this answer.
         return _reply(
@@ -162,7 +158,7 @@ class Ingest:
             inbox_id=new_ids[0],
             inbox_ids=new_ids,
             duplicates=duplicates,
-            logged={"event_id": event_id, "inbox_id": new_ids[0] if len(new_ids) == 1 else new_ids},
+            logged={**logged, "inbox_id": new_ids[0] if len(new_ids) == 1 else new_ids},
         )
 
 
