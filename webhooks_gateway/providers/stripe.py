@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import stripe
 from pydantic import SecretStr
+from stripe import SignatureVerificationError, WebhookSignature
 
 from schemas.settings import Settings
 from webhooks_gateway.providers.base import (
@@ -80,8 +80,8 @@ def verify(
 def _signed_by(raw: bytes, header: str, secret: SecretStr) -> bool:
     try:
         # tolerance=None: the SDK compares the HMAC only; the clock is checked in verify().
-        stripe.WebhookSignature.verify_header(raw, header, secret.get_secret_value(), None)
-    except stripe.SignatureVerificationError:
+        WebhookSignature.verify_header(raw, header, secret.get_secret_value(), None)
+    except SignatureVerificationError:
         return False
     return True
 
