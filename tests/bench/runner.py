@@ -29,6 +29,7 @@ import redis as redis_client
 
 from schemas.settings import Settings
 from tests.bench import fleet_bench, loadgen
+from tests.bench.box_cpu import cpu_seconds, cpu_split, database_backends, proc_tree
 from tests.bench.naive_app import QUEUE as NAIVE_QUEUE
 from tests.bench.naive_app import TABLE_DDL as NAIVE_DDL
 from tests.signing import stripe_v1_signature
@@ -54,6 +55,7 @@ ENQUEUED_STATUSES = ("enqueued", "dispatched", "processed", "ignored")
 LUA_SCRIPT = Path(__file__).with_name("post.lua")
 ID_PLACEHOLDER = "evt_BENCHPLACEHOLDER"
 RELAY_CATCH_UP_SECONDS = 30.0
+CPU_PARTS = ("server", "postgresql", "redis", "load generator", "other", "box")
 
 
 @dataclass(frozen=True)
@@ -121,38 +123,6 @@ def write_pool(path: Path, deliveries: Sequence[loadgen.Delivery]) -> None:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def proc_tree(pid: int) -> list[int]:
-    """`pid` and its descendants, from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(parents.get(current, []))
-    return tree
-
-
-def cpu_seconds(pid: int) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for member in proc_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -286,19 +256,28 @@ def one_run(
     deliveries = signed_deliveries(pool_size)
     url = f"{server.url}/webhooks/stripe"
     pid = server.service.process.pid if server.service.process else 0
-    cpu_before = cpu_seconds(pid)
+    pool = workdir / f"pool-{server.name}.txt"
     if config.loadgen == "wrk":
-        pool = workdir / f"pool-{server.name}.txt"
         write_pool(pool, deliveries)
-        result = run_wrk(url, pool, config, duration)
-        pool.unlink()
-    else:
-        result = asyncio.run(loadgen.closed_loop(url, deliveries, config.connections, duration))
+    redis_pid = int(redis.info("server")["process_id"])
+    groups: dict[str, Callable[[], list[int]]] = {
+        "server": lambda: proc_tree(pid),
+        "postgresql": lambda: database_backends(database_url),
+        "redis": lambda: [redis_pid],
+    }
+    with cpu_split(groups) as split:
+        if config.loadgen == "wrk":
+            result = run_wrk(url, pool, config, duration)
+        else:
+            result = asyncio.run(loadgen.closed_loop(url, deliveries, config.connections, duration))
+    pool.unlink(missing_ok=True)
     seconds = result["duration_us"] / 1e6
-    result["rps"] = result["requests"] / seconds if seconds else 0.0
-    result["server_cpu_seconds"] = cpu_seconds(pid) - cpu_before
-    result["cpu_seconds_per_1000"] = (
-        1000 * result["server_cpu_seconds"] / result["requests"] if result["requests"] else None
+    requests = result["requests"]
+    result["rps"] = requests / seconds if seconds else 0.0
+    result["server_cpu_seconds"] = split["server"]
+    result["cpu_seconds_per_1000"] = 1000 * split["server"] / requests if requests else None
+    result["cpu_us_per_request"] = (
+        {part: 1e6 * used / requests for part, used in split.items()} if requests else None
     )
     result["pool_size"] = pool_size
     failures = check(server.name, result, database_url, redis, slack=config.connections)
@@ -320,6 +299,7 @@ def spread(values: Sequence[float]) -> dict[str, float | None]:
 
 def summarize(server: Server) -> dict[str, Any]:
     valid = [r for r in server.runs if r["valid"]]
+    measured = [r for r in valid if r["cpu_us_per_request"] is not None]
     return {
         "runs": len(server.runs),
         "valid_runs": len(valid),
@@ -330,6 +310,9 @@ def summarize(server: Server) -> dict[str, Any]:
         "cpu_seconds_per_1000": spread(
             [r["cpu_seconds_per_1000"] for r in valid if r["cpu_seconds_per_1000"] is not None]
         ),
+        "cpu_us_per_request": {
+            part: spread([r["cpu_us_per_request"][part] for r in measured]) for part in CPU_PARTS
+        },
     }
 
 
@@ -343,6 +326,21 @@ def ratio(summaries: dict[str, Any], servers: dict[str, Server], a: str, b: str)
     return {
         "of_medians": top / bottom if top and bottom else None,
         "per_round": spread(per_round),
+    }
+
+
+def box_budget(summaries: dict[str, Any], share: float = 0.4) -> dict[str, Any]:
+    """The box's CPU per request that hookfleet may spend at `share` of the bare app's rate (every
+    core busy, the load generator included), against what it spent."""
+    cores = os.cpu_count() or 1
+    bare = summaries["bare"]["rps"]["median"]
+    spent = summaries["hookfleet"]["cpu_us_per_request"]["box"]["median"]
+    return {
+        "cores": cores,
+        "share_of_bare": share,
+        "rate": share * bare if bare else None,
+        "budget_us_per_request": cores * 1e6 / (share * bare) if bare else None,
+        "hookfleet_box_us_per_request": spent,
     }
 
 
@@ -370,6 +368,18 @@ def print_table(results: dict[str, Any]) -> None:
         r = results["acceptance"]["ratios"][key]
         value = "n/a" if r["of_medians"] is None else f"{r['of_medians']:.3f}x"
         print(f"{label:<16} {value:>8}   per round {_fmt(r['per_round'], 3)}")
+    print("\nCPU per request on the whole box, us: median (min-max) over runs")
+    print(f"{'server':<10}" + "".join(f"{part:>20}" for part in CPU_PARTS))
+    for name in SERVERS:
+        parts = summaries[name]["cpu_us_per_request"]
+        print(f"{name:<10}" + "".join(f"{_fmt(parts[part], 0):>20}" for part in CPU_PARTS))
+    budget = results["acceptance"]["box_budget"]
+    if budget["budget_us_per_request"] and budget["hookfleet_box_us_per_request"]:
+        print(
+            f"At {budget['share_of_bare']:g}x of bare ({budget['rate']:.0f} req/s) the box's "
+            f"{budget['cores']} cores leave {budget['budget_us_per_request']:.0f} us per request"
+            f" for everything; hookfleet's runs spent {budget['hookfleet_box_us_per_request']:.0f}."
+        )
     ack = results.get("ack_latency")
     if ack:
         print(f"\nAck latency, open loop at {ack['rate']:.0f}/s for {ack['seconds']:.0f} s:")
@@ -756,6 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "hookfleet/naive": ratio(summaries, servers, "hookfleet", "naive"),
                 "hookfleet/bare": ratio(summaries, servers, "hookfleet", "bare"),
             },
+            "box_budget": box_budget(summaries),
             "raw_runs": {name: server.runs for name, server in servers.items()},
         }
 

@@ -40,6 +40,13 @@ def test_bench_smoke_measures_servers_fleet_and_workers_and_loses_nothing(
             check = run["check"]
             assert check["accepted"] > 0
             assert check["rows"] == check["distinct_event_ids"] == check["queue_length"]
+    hookfleet_cpu = servers["hookfleet"]["cpu_us_per_request"]
+    assert hookfleet_cpu["postgresql"]["median"] > 0  # its inbox INSERTs are PostgreSQL's work
+    assert hookfleet_cpu["box"]["median"] > hookfleet_cpu["server"]["median"] > 0
+    budget = results["acceptance"]["box_budget"]
+    assert budget["budget_us_per_request"] == pytest.approx(
+        budget["cores"] * 1e6 / (0.4 * servers["bare"]["rps"]["median"])
+    )
     assert results["ack_latency"]["servers"]["hookfleet"]["lost_events"] is False
     end_to_end = results["end_to_end"]
     assert end_to_end["valid_runs"] == end_to_end["runs"] >= 1

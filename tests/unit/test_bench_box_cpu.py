@@ -1,0 +1,72 @@
+"""The bench's CPU split: each group is charged what its processes used inside the run, a process
+started during the run counts whole, and the box's total holds them all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.bench.box_cpu import cpu_split, processes_cpu_seconds
+
+TICK = 0.02  # /proc counts in clock ticks (10 ms), the box's and a process's sampled apart
+
+BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
+
+
+@pytest.fixture
+def burner() -> Iterator[subprocess.Popen[bytes]]:
+    """A process that burns 0.4 s of CPU once told to (a line on stdin), then waits to be reaped."""
+    script = "import sys\nsys.stdin.readline()\n" + BURN.format(seconds=0.4) + "sys.stdin.read()\n"
+    process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE)
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_group_is_charged_what_its_processes_used_inside_the_block(
+    burner: subprocess.Popen[bytes],
+) -> None:
+    assert burner.stdin is not None
+    with cpu_split({"burner": lambda: [burner.pid], "nobody": list}) as split:
+        burner.stdin.write(b"go\n")
+        burner.stdin.flush()
+        _wait_for_cpu(burner.pid, 0.4)
+
+    assert 0.4 - TICK <= split["burner"] <= 0.6
+    assert split["nobody"] == 0
+    assert split["box"] >= split["burner"] - TICK
+    assert split["other"] >= 0
+
+
+def test_a_process_started_inside_the_block_counts_whole() -> None:
+    started: list[int] = []
+    with cpu_split({"late": lambda: list(started)}) as split:
+        process = subprocess.Popen(
+            [sys.executable, "-c", BURN.format(seconds=0.3) + "input()"], stdin=subprocess.PIPE
+        )
+        started.append(process.pid)
+        _wait_for_cpu(process.pid, 0.3)
+    process.kill()
+    process.wait()
+
+    assert split["late"] >= 0.3 - TICK  # the burn and the interpreter's start-up
+
+
+def test_the_load_generator_is_this_process_and_the_children_it_reaped() -> None:
+    with cpu_split({}) as split:
+        subprocess.run([sys.executable, "-c", BURN.format(seconds=0.3)], check=True)
+
+    assert split["load generator"] >= 0.3 - TICK
+    assert split["box"] >= 0.3 - TICK
+
+
+def _wait_for_cpu(pid: int, seconds: float) -> None:
+    """Until `pid` has used `seconds` of CPU (bounded: 20 s)."""
+    deadline = time.monotonic() + 20
+    while processes_cpu_seconds([pid]).get(pid, 0.0) < seconds - TICK / 2:
+        assert time.monotonic() < deadline, f"process {pid} did not burn {seconds} s of CPU"
+        time.sleep(0.02)
