@@ -55,6 +55,7 @@ ENQUEUED_STATUSES = ("enqueued", "dispatched", "processed", "ignored")
 LUA_SCRIPT = Path(__file__).with_name("post.lua")
 ID_PLACEHOLDER = "evt_BENCHPLACEHOLDER"
 RELAY_CATCH_UP_SECONDS = 30.0
+CORES = os.cpu_count() or 1
 CPU_PARTS = ("server", "postgresql", "redis", "load generator", "other", "box")
 
 
@@ -242,6 +243,24 @@ def run_wrk(url: str, pool: Path, config: Config, duration: float) -> dict[str, 
     raise RuntimeError(f"wrk gave no result:\n{done.stdout}\n{done.stderr}")
 
 
+def measured_parts(
+    server: Server, database_url: str, redis: redis_client.Redis
+) -> dict[str, Callable[[], list[int]]]:
+    """The processes a run's CPU is split across: the server's, the PostgreSQL backends of the
+    bench's database and the bench's own Redis (the load generator and the box come with it)."""
+    pid = server.service.process.pid if server.service.process else 0
+    redis_pid = int(redis.info("server")["process_id"])
+    return {
+        "server": lambda: proc_tree(pid),
+        "postgresql": lambda: database_backends(database_url),
+        "redis": lambda: [redis_pid],
+    }
+
+
+def per_request(split: dict[str, float], requests: int) -> dict[str, float] | None:
+    return {part: 1e6 * used / requests for part, used in split.items()} if requests else None
+
+
 def one_run(
     server: Server,
     config: Config,
@@ -255,17 +274,10 @@ def one_run(
     reset(database_url, redis)
     deliveries = signed_deliveries(pool_size)
     url = f"{server.url}/webhooks/stripe"
-    pid = server.service.process.pid if server.service.process else 0
     pool = workdir / f"pool-{server.name}.txt"
     if config.loadgen == "wrk":
         write_pool(pool, deliveries)
-    redis_pid = int(redis.info("server")["process_id"])
-    groups: dict[str, Callable[[], list[int]]] = {
-        "server": lambda: proc_tree(pid),
-        "postgresql": lambda: database_backends(database_url),
-        "redis": lambda: [redis_pid],
-    }
-    with cpu_split(groups) as split:
+    with cpu_split(measured_parts(server, database_url, redis)) as split:
         if config.loadgen == "wrk":
             result = run_wrk(url, pool, config, duration)
         else:
@@ -276,9 +288,7 @@ def one_run(
     result["rps"] = requests / seconds if seconds else 0.0
     result["server_cpu_seconds"] = split["server"]
     result["cpu_seconds_per_1000"] = 1000 * split["server"] / requests if requests else None
-    result["cpu_us_per_request"] = (
-        {part: 1e6 * used / requests for part, used in split.items()} if requests else None
-    )
+    result["cpu_us_per_request"] = per_request(split, requests)
     result["pool_size"] = pool_size
     failures = check(server.name, result, database_url, redis, slack=config.connections)
     result["failures"] = failures
@@ -332,14 +342,13 @@ def ratio(summaries: dict[str, Any], servers: dict[str, Server], a: str, b: str)
 def box_budget(summaries: dict[str, Any], share: float = 0.4) -> dict[str, Any]:
     """The box's CPU per request that hookfleet may spend at `share` of the bare app's rate (every
     core busy, the load generator included), against what it spent."""
-    cores = os.cpu_count() or 1
     bare = summaries["bare"]["rps"]["median"]
     spent = summaries["hookfleet"]["cpu_us_per_request"]["box"]["median"]
     return {
-        "cores": cores,
+        "cores": CORES,
         "share_of_bare": share,
         "rate": share * bare if bare else None,
-        "budget_us_per_request": cores * 1e6 / (share * bare) if bare else None,
+        "budget_us_per_request": CORES * 1e6 / (share * bare) if bare else None,
         "hookfleet_box_us_per_request": spent,
     }
 
@@ -388,6 +397,11 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{name:<10} p50 {_fmt(run['p50_ms'], 2)} ms  p99 {_fmt(run['p99_ms'], 2)} ms"
                 f"  p999 {_fmt(run['p999_ms'], 2)} ms  sent at {_fmt(run['achieved_send_rate'], 0)}/s"
                 f"  non-2xx {run['non_2xx']}  errors {run['client_errors']}"
+            )
+            parts = run["cpu_us_per_request"]
+            print(
+                f"{'':<10} box busy {_fmt(run['box_busy_percent'], 0)} % of {CORES} cores; CPU us per"
+                " request: " + ", ".join(f"{part} {_fmt(parts[part], 0)}" for part in CPU_PARTS)
             )
     e2e = results.get("end_to_end")
     if e2e:
@@ -471,7 +485,14 @@ def ack_latency(
             reset(database_url, redis)
             deliveries = signed_deliveries(int(rate * config.open_loop_seconds) + 1)
             url = f"{servers[name].url}/webhooks/stripe"
-            run = asyncio.run(loadgen.open_loop(url, deliveries, rate, config.open_loop_seconds))
+            with cpu_split(measured_parts(servers[name], database_url, redis)) as split:
+                run = asyncio.run(
+                    loadgen.open_loop(url, deliveries, rate, config.open_loop_seconds)
+                )
+            run["cpu_us_per_request"] = per_request(split, run["requests"])
+            # How busy the box was: at half of the closed-loop peak, the Python generator's own
+            # CPU and the server's leave it less idle than "half" suggests.
+            run["box_busy_percent"] = 100 * split["box"] / (CORES * run["duration_us"] / 1e6)
             run["failures"] = check(name, run, database_url, redis, slack=0)
             run["valid"] = not run["failures"]
             for failure in run["failures"]:
@@ -486,6 +507,10 @@ def ack_latency(
             "p99_ms": spread([r["p99_us"] / 1000 for r in valid]),
             "p999_ms": spread([r["p999_us"] / 1000 for r in valid]),
             "achieved_send_rate": spread([r["achieved_send_rate"] for r in valid]),
+            "box_busy_percent": spread([r["box_busy_percent"] for r in valid]),
+            "cpu_us_per_request": {
+                part: spread([r["cpu_us_per_request"][part] for r in valid]) for part in CPU_PARTS
+            },
             "non_2xx": sum(r["non_2xx"] for r in runs),
             "client_errors": sum(r["errors"]["client"] for r in runs),
             "raw_runs": runs,

@@ -47,7 +47,10 @@ def test_bench_smoke_measures_servers_fleet_and_workers_and_loses_nothing(
     assert budget["budget_us_per_request"] == pytest.approx(
         budget["cores"] * 1e6 / (0.4 * servers["bare"]["rps"]["median"])
     )
-    assert results["ack_latency"]["servers"]["hookfleet"]["lost_events"] is False
+    open_loop = results["ack_latency"]["servers"]["hookfleet"]
+    assert open_loop["lost_events"] is False
+    assert 0 < open_loop["box_busy_percent"]["median"] <= 105  # of every core, ticks rounded
+    assert open_loop["cpu_us_per_request"]["server"]["median"] > 0
     end_to_end = results["end_to_end"]
     assert end_to_end["valid_runs"] == end_to_end["runs"] >= 1
     for run in end_to_end["raw_runs"]:
