@@ -11,7 +11,6 @@ message) drained by the same workers from the same queue.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 import time
@@ -154,7 +153,7 @@ def end_to_end(
     deliveries, customers = checkout_deliveries(int(rate * seconds), secret)
     last_id = _number(database_url, "SELECT max(id) FROM memberships")
     with statistics_kept_current(database_url):
-        sent = asyncio.run(
+        sent = loadgen.run(
             loadgen.open_loop(f"{gateway_url}/webhooks/stripe", deliveries, rate, seconds)
         )
         deadline = time.monotonic() + drain_seconds

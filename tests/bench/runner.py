@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
 import os
@@ -281,7 +280,7 @@ def one_run(
         if config.loadgen == "wrk":
             result = run_wrk(url, pool, config, duration)
         else:
-            result = asyncio.run(loadgen.closed_loop(url, deliveries, config.connections, duration))
+            result = loadgen.run(loadgen.closed_loop(url, deliveries, config.connections, duration))
     pool.unlink(missing_ok=True)
     seconds = result["duration_us"] / 1e6
     requests = result["requests"]
@@ -486,7 +485,7 @@ def ack_latency(
             deliveries = signed_deliveries(int(rate * config.open_loop_seconds) + 1)
             url = f"{servers[name].url}/webhooks/stripe"
             with cpu_split(measured_parts(servers[name], database_url, redis)) as split:
-                run = asyncio.run(
+                run = loadgen.run(
                     loadgen.open_loop(url, deliveries, rate, config.open_loop_seconds)
                 )
             run["cpu_us_per_request"] = per_request(split, run["requests"])
