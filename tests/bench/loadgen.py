@@ -79,14 +79,24 @@ class _Connection(asyncio.Protocol):
         self._answer: asyncio.Future[Answer] | None = None
         self.closed = False
 
+    @property
+    def usable(self) -> bool:
+        """Open, and not being closed: a server ends keep-alive connections left idle (uvicorn after
+        5 s), and a request written to one would be lost."""
+        return not self.closed and self._transport is not None and not self._transport.is_closing()
+
     def request(self, raw: bytes) -> asyncio.Future[Answer]:
-        """Send one request; the future holds its status, body and the time its answer ended."""
-        assert self._transport is not None
+        """Send one request; the future holds its status, body and the time its answer ended, or
+        the error that ended the connection first."""
         assert self._answer is None, "one request at a time on a connection"
-        self._answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        if not self.usable or self._transport is None:
+            answer.set_exception(ConnectionResetError("the connection is closed"))
+            return answer
+        self._answer = answer
         self._body.clear()
         self._transport.write(raw)
-        return self._answer
+        return answer
 
     def close(self) -> None:
         self._end(None)
@@ -193,7 +203,7 @@ async def closed_loop(
                 position += 1
                 start = time.perf_counter()
                 try:
-                    if connection is None or connection.closed:
+                    if connection is None or not connection.usable:
                         connection = await target.connect()
                     status, body, ended = await connection.request(target.request(delivery))
                 except (OSError, httptools.HttpParserError):
@@ -232,7 +242,7 @@ async def open_loop(
         else:
             status, body, ended = answer.result()
             tally.record(status, body, ended - scheduled)
-            if not connection.closed:
+            if connection.usable:
                 idle.append(connection)
         if not in_flight:
             all_answered.set()
@@ -264,6 +274,8 @@ async def open_loop(
             lag.append(max(0.0, time.perf_counter() - scheduled))
             in_flight += 1
             all_answered.clear()
+            while idle and not idle[-1].usable:
+                idle.pop()
             if idle:
                 send(idle.pop(), raw, scheduled)
             else:

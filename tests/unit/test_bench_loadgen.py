@@ -76,7 +76,9 @@ class _Answers:
 def server() -> Iterator[tuple[str, _Answers]]:
     app = _Answers()
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_keep_alive=1
+    )
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
@@ -116,6 +118,18 @@ def test_a_closed_connection_is_not_reused_and_loses_no_request(
 
     assert result["accepted"] == 20 == app.received
     assert result["connections"] == 20  # each answer ended its connection
+    assert result["errors"] == {"client": 0}
+
+
+def test_a_connection_the_server_ended_while_idle_is_not_used_again(
+    server: tuple[str, _Answers],
+) -> None:
+    url, app = server  # uvicorn here ends a connection idle for 1 s
+
+    result = loadgen.run(loadgen.open_loop(url, _deliveries("accepted", "accepted"), 0.7, 3))
+
+    assert result["accepted"] == 2 == app.received
+    assert result["connections"] == 2
     assert result["errors"] == {"client": 0}
 
 
