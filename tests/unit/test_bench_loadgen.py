@@ -8,6 +8,7 @@ import gc
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -95,13 +96,18 @@ def _deliveries(*kinds: str) -> list[loadgen.Delivery]:
     return [("t=1,v1=00", kind.encode()) for kind in kinds]
 
 
+def _open_loop(url: str, kinds: list[str], rate: float, duration: float) -> dict[str, Any]:
+    """Requests asking for these answers, sent open loop at `rate`/s."""
+    return loadgen.run(loadgen.open_loop(url, _deliveries(*kinds), rate, duration))
+
+
 def test_the_open_loop_sends_every_request_and_tells_answers_apart(
     server: tuple[str, _Answers],
 ) -> None:
     url, app = server
     kinds = ["accepted"] * 40 + ["duplicate"] * 5 + ["reject"] * 3 + ["close"] * 2
 
-    result = loadgen.run(loadgen.open_loop(url, _deliveries(*kinds), rate=500, duration=0.1))
+    result = _open_loop(url, kinds, rate=500, duration=0.1)
 
     assert result["sent"] == 50 == app.received
     assert (result["accepted"], result["duplicate"], result["non_2xx"]) == (42, 5, 3)
@@ -114,7 +120,7 @@ def test_a_closed_connection_is_not_reused_and_loses_no_request(
 ) -> None:
     url, app = server
 
-    result = loadgen.run(loadgen.open_loop(url, _deliveries(*["close"] * 20), 400, 0.05))
+    result = _open_loop(url, ["close"] * 20, 400, 0.05)
 
     assert result["accepted"] == 20 == app.received
     assert result["connections"] == 20  # each answer ended its connection
@@ -126,7 +132,7 @@ def test_a_connection_the_server_ended_while_idle_is_not_used_again(
 ) -> None:
     url, app = server  # uvicorn here ends a connection idle for 1 s
 
-    result = loadgen.run(loadgen.open_loop(url, _deliveries("accepted", "accepted"), 0.7, 3))
+    result = _open_loop(url, ["accepted", "accepted"], 0.7, 3)
 
     assert result["accepted"] == 2 == app.received
     assert result["connections"] == 2
@@ -138,7 +144,7 @@ def test_a_slow_answer_is_its_latency_and_a_waiting_connection_is_not_shared(
 ) -> None:
     url, _ = server
 
-    result = loadgen.run(loadgen.open_loop(url, _deliveries(*["slow"] * 10), 200, 0.05))
+    result = _open_loop(url, ["slow"] * 10, 200, 0.05)
 
     assert result["accepted"] == 10
     assert result["p50_us"] >= 50_000
@@ -151,9 +157,7 @@ def test_an_unanswered_request_is_an_error_not_a_latency(
     url, _ = server
     monkeypatch.setattr(loadgen, "ANSWER_TIMEOUT_SECONDS", 0.5)
 
-    result = loadgen.run(
-        loadgen.open_loop(url, _deliveries("accepted", "never", "accepted"), 100, 0.03)
-    )
+    result = _open_loop(url, ["accepted", "never", "accepted"], 100, 0.03)
 
     assert result["accepted"] == 2
     assert result["requests"] == 2
