@@ -68,7 +68,7 @@ class _Tally:
 
 class _Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection carrying one request at a time, its answers parsed by
-    httptools. aiohttp cost the open-loop generator 230-260 us of CPU per request, a third of the
+    httptools. aiohttp cost the open-loop generator 212-260 us of CPU per request, a third of the
     box's busy time at hookfleet's half peak: every request it sent took CPU from the server it
     measured."""
 
