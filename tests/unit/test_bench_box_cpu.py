@@ -19,9 +19,15 @@ BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_t
 
 @pytest.fixture
 def burner() -> Iterator[subprocess.Popen[bytes]]:
-    """A process that burns 0.4 s of CPU once told to (a line on stdin), then waits to be reaped."""
-    script = "import sys\nsys.stdin.readline()\n" + BURN.format(seconds=0.4) + "sys.stdin.read()\n"
-    process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE)
+    """A process that, once started, burns 0.4 s of CPU when told to (a line on stdin), then waits
+    to be reaped."""
+    script = "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+    script += BURN.format(seconds=0.4) + "sys.stdin.read()\n"
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"  # its start-up is behind it
     yield process
     process.kill()
     process.wait()
@@ -31,10 +37,11 @@ def test_a_group_is_charged_what_its_processes_used_inside_the_block(
     burner: subprocess.Popen[bytes],
 ) -> None:
     assert burner.stdin is not None
+    started = processes_cpu_seconds([burner.pid])[burner.pid]
     with cpu_split({"burner": lambda: [burner.pid], "nobody": list}) as split:
         burner.stdin.write(b"go\n")
         burner.stdin.flush()
-        _wait_for_cpu(burner.pid, 0.4)
+        _wait_for_cpu(burner.pid, started + 0.4)
 
     assert 0.4 - TICK <= split["burner"] <= 0.6
     assert split["nobody"] == 0
