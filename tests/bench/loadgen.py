@@ -234,9 +234,13 @@ async def open_loop(
     in_flight = 0
     all_answered = asyncio.Event()
 
-    def answered(scheduled: float, connection: _Connection, answer: asyncio.Future[Answer]) -> None:
+    def settled() -> None:
         nonlocal in_flight
         in_flight -= 1
+        if not in_flight:
+            all_answered.set()
+
+    def answered(scheduled: float, connection: _Connection, answer: asyncio.Future[Answer]) -> None:
         if answer.cancelled() or answer.exception() is not None:
             tally.errors += 1
         else:
@@ -244,21 +248,17 @@ async def open_loop(
             tally.record(status, body, ended - scheduled)
             if connection.usable:
                 idle.append(connection)
-        if not in_flight:
-            all_answered.set()
+        settled()
 
     def send(connection: _Connection, raw: bytes, scheduled: float) -> None:
         connection.request(raw).add_done_callback(partial(answered, scheduled, connection))
 
     async def send_on_new_connection(raw: bytes, scheduled: float) -> None:
-        nonlocal in_flight
         try:
             connection = await target.connect()
         except OSError:
-            in_flight -= 1
             tally.errors += 1
-            if not in_flight:
-                all_answered.set()
+            settled()
             return
         opened.append(connection)
         send(connection, raw, scheduled)
