@@ -9,7 +9,7 @@ import structlog
 from celery import Celery, signals
 
 from schemas.settings import Settings
-from workers import runtime
+from workers import broker_transport, runtime
 from workers.beat import beat_schedule
 from workers.jobs import JOB_ROUTES, JOB_TASK_MODULES
 from workers.logging import configure_logging
@@ -21,6 +21,7 @@ BROKER_SOCKET_TIMEOUT_SECONDS = 2
 
 
 def make_celery(settings: Settings) -> Celery:
+    broker_transport.register()
     app = Celery(
         "hookfleet",
         broker=settings.celery_broker_url,

@@ -153,11 +153,11 @@ def test_backlog_survives_a_restart_of_append_only_redis_without_restarting_work
 
             redis = _restart_redis(redis, tmp_path, append_only=True, down_for=1.0)
 
-            wait_until(
-                lambda: set(_marks(pg_engine, markers)) == set(markers),
-                timeout=90,
-                what="every queued task to run",
-            )
+            def all_ran() -> bool:
+                fleet.worker.assert_running()  # a worker the restart ended fails here, with its log
+                return set(_marks(pg_engine, markers)) == set(markers)
+
+            wait_until(all_ran, timeout=90, what="every queued task to run")
             runs = _marks(pg_engine, markers)
             print(
                 f"\nAOF restart: {len(markers)} queued, {len(runs)} ran, "
