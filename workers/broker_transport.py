@@ -1,6 +1,8 @@
-"""kombu's Redis transport, made to lose no task and no worker when Redis goes away mid-delivery.
+"""kombu's Redis transport, made to lose no worker, and no task it can keep, when Redis goes away
+mid-delivery.
 
-Two gaps of kombu 5.7 with Celery 5.7.0, both seen as a Redis restart under a backlog:
+Two gaps of kombu 5.7 with Celery 5.7.0, both seen as a Redis restart under a backlog (a third
+stays: a task Redis pops for a BRPOP as it stops, whose answer never leaves Redis, is gone):
 
 - **A task taken but not recorded.** BRPOP takes a message off its queue before the worker records
   it as unacknowledged; if Redis stops between the two, the record fails and kombu drops the only

@@ -136,9 +136,14 @@ def _effect_state(engine: Engine, key: str) -> str | None:
         return session.scalar(select(Effect.state).where(Effect.key == key))
 
 
-def test_backlog_survives_a_restart_of_append_only_redis_without_restarting_workers(
+def test_backlog_survives_a_restart_of_append_only_redis_but_the_task_being_handed_over(
     database_url: str, tmp_path: Path, pg_engine: Engine
 ) -> None:
+    """Every queued task runs after the restart, the worker never restarted, except at most one:
+    the task a BRPOP was taking as Redis stopped. Redis pops it (and its append-only file says so)
+    before the worker has it, and the answer never arrives, so no client can put it back; kombu's
+    Redis transport is at most once there, one BRPOP at a time. A webhook's task lost so is
+    published again by the inbox sweep (its row stays enqueued)."""
     redis = start_redis(tmp_path, append_only=True)
     try:
         # Tasks in flight at the restart cannot be acknowledged: Redis redelivers them later.
@@ -153,16 +158,23 @@ def test_backlog_survives_a_restart_of_append_only_redis_without_restarting_work
 
             redis = _restart_redis(redis, tmp_path, append_only=True, down_for=1.0)
 
-            def all_ran() -> bool:
+            def not_run() -> set[str]:
                 fleet.worker.assert_running()  # a worker the restart ended fails here, with its log
-                return set(_marks(pg_engine, markers)) == set(markers)
+                return set(markers) - set(_marks(pg_engine, markers))
 
-            wait_until(all_ran, timeout=90, what="every queued task to run")
+            wait_until(lambda: len(not_run()) <= 1, timeout=90, what="the queued tasks to run")
+            # A running task comes back after the visibility timeout (10 s here); wait it out.
+            deadline = time.monotonic() + 15
+            while not_run() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            lost = not_run()
             runs = _marks(pg_engine, markers)
             print(
                 f"\nAOF restart: {len(markers)} queued, {len(runs)} ran, "
-                f"{sum(runs.values()) - len(runs)} ran twice (in flight at the restart)"
+                f"{sum(runs.values()) - len(runs)} ran twice (in flight at the restart), "
+                f"{len(lost)} lost as it was handed over"
             )
+            assert len(lost) <= 1
             fleet.worker.assert_running()
     finally:
         redis.stop()
