@@ -3,6 +3,7 @@ processes, and the provider sandbox; fault tests build fleets of their own with 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -118,6 +119,19 @@ def start_redis(workdir: Path, *, append_only: bool = False, port: int | None = 
     service.start()
     wait_until(lambda: redis_answers(service), what="private redis-server")
     return service
+
+
+def restart_redis(
+    redis: Service, workdir: Path, *, append_only: bool, down_for: float = 0.0
+) -> Service:
+    """Stop `redis` (if it still runs), wait `down_for` seconds, start it again on its port."""
+    port = int(redis.argv[redis.argv.index("--port") + 1])
+    redis.stop()
+    time.sleep(down_for)
+    restarted = redis_service(port, workdir, append_only=append_only)
+    restarted.start()
+    wait_until(lambda: redis_answers(restarted), what="restarted redis")
+    return restarted
 
 
 def redis_answers(service: Service) -> bool:

@@ -24,8 +24,8 @@ from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import make_settings
-from tests.integration.conftest import redis_answers, start_redis
-from tests.support.processes import Service, redis_service, redis_url_of, wait_until
+from tests.integration.conftest import restart_redis, start_redis
+from tests.support.processes import Service, redis_url_of
 from workers import broker_transport
 from workers.celery_app import make_celery
 
@@ -105,18 +105,10 @@ def _run_for(loop: Iterator[Any], seconds: float) -> None:
         next(loop)
 
 
-def _restart(redis: Service, tmp_path: Path) -> Service:
-    port = int(redis.argv[redis.argv.index("--port") + 1])
-    restarted = redis_service(port, tmp_path, append_only=True)
-    restarted.start()
-    wait_until(lambda: redis_answers(restarted), what="restarted redis")
-    return restarted
-
-
 def _delivered_after_restart(redis: Service, tmp_path: Path, within: float = 20) -> list[Any]:
     """What a fresh consumer receives first from the restarted Redis (acknowledged), waiting up to
     `within` seconds; a task in the unacked index comes back after the 1 s visibility timeout."""
-    redis = _restart(redis, tmp_path)
+    redis = restart_redis(redis, tmp_path, append_only=True)
     received: list[Any] = []
 
     def take(body: Any, message: Message) -> None:

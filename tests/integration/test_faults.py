@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -19,9 +18,9 @@ from sqlalchemy.orm import Session
 from schemas.db import make_engine
 from schemas.tables import AuditEntry, Effect, InboxStatus, WebhookEvent, utcnow
 from tests.conftest import make_settings
-from tests.integration.conftest import redis_answers, running_fleet, start_redis
+from tests.integration.conftest import restart_redis, running_fleet, start_redis
 from tests.support.databases import migrated_database
-from tests.support.processes import redis_service, redis_url_of, wait_until
+from tests.support.processes import redis_url_of, wait_until
 from tests.support.rows import stored
 from tests.support.sandbox import SandboxServer
 from tests.support.stripe_fixtures import StripeCustomer
@@ -82,16 +81,6 @@ def _applications(engine: Engine, event_ids: list[str]) -> Counter[str]:
             )
         )
         return Counter(rows)
-
-
-def _restart_redis(redis: Any, workdir: Path, *, append_only: bool, down_for: float) -> Any:
-    port = int(redis.argv[redis.argv.index("--port") + 1])
-    redis.stop()
-    time.sleep(down_for)
-    restarted = redis_service(port, workdir, append_only=append_only)
-    restarted.start()
-    wait_until(lambda: redis_answers(restarted), what="restarted redis")
-    return restarted
 
 
 def test_worker_sigkilled_mid_call_finishes_after_restart_with_the_effect_once(
@@ -156,7 +145,7 @@ def test_backlog_survives_a_restart_of_append_only_redis_but_the_task_being_hand
                 celery.send_task("tests.fault_tasks.slow_mark", args=[marker, 0.1])
             time.sleep(0.5)
 
-            redis = _restart_redis(redis, tmp_path, append_only=True, down_for=1.0)
+            redis = restart_redis(redis, tmp_path, append_only=True, down_for=1.0)
 
             def not_run() -> set[str]:
                 fleet.worker.assert_running()  # a worker the restart ended fails here, with its log
@@ -209,7 +198,7 @@ def test_webhooks_received_while_redis_is_down_are_all_processed_once_by_the_swe
             ids = [event["id"] for event in events]
             assert _statuses(pg_engine, ids) == Counter({"received": 50})
 
-            redis = _restart_redis(redis, tmp_path, append_only=False, down_for=0)
+            redis = restart_redis(redis, tmp_path, append_only=False, down_for=0)
             back_at = time.monotonic()
 
             wait_until(
